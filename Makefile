@@ -1,0 +1,33 @@
+# `make demo` and `make test` are all a user types on a fresh clone: both create .venv/ first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench install clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# MS + PSD + OBDP on scikit-learn's bundled digits (train 0-4, test 5-9), from scratch, on CPU.
+demo: $(INSTALLED)
+	$(PY) main.py --dataset digits --arch resnet18_frozen_normalize --not_pretrained \
+		--embed_dim 16 --bs 50 --samples_per_class 10 --lr 1e-4 --n_epochs 10 \
+		--loss multisimilarity --PSD --OBDP --save_path Training_Results/demo
+
+test: $(INSTALLED)
+	$(PY) -m pytest
+
+test-fast: $(INSTALLED)
+	$(PY) -m pytest -m "not slow"
+
+bench: $(INSTALLED)
+	$(PY) -m benchmarks.criterion
+
+clean:
+	rm -rf $(VENV) .pytest_cache
