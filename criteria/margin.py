@@ -1,0 +1,46 @@
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from criteria.registry import register_criterion
+
+
+@register_criterion("margin")
+class Margin(nn.Module):
+    """Margin loss (Wu et al., ICCV 2017) on mined triplets (a, p, n) with euclidean distances:
+    relu(d_ap - beta + margin) + relu(beta - d_an + margin), summed and divided by the number
+    of non-zero terms. beta is learnt per class of the anchor (its own lr, beta_lr) unless
+    beta_constant; nu weights an L1 penalty on the betas used.
+    """
+    hyperparameters = {"margin": 0.2, "beta": 1.2, "beta_lr": 5e-4, "nu": 0.0, "beta_constant": False}
+    default_miner = "distance"
+    miners = ("distance", "random")
+
+    def __init__(self, miner, n_classes, margin, beta, beta_lr, nu, beta_constant):
+        super().__init__()
+        self.miner = miner
+        self.margin = margin
+        self.beta_lr = beta_lr
+        self.nu = nu
+        self.beta_constant = beta_constant
+        if beta_constant:
+            self.register_buffer("beta", torch.tensor(float(beta)))
+        else:
+            self.beta = nn.Parameter(torch.full((n_classes,), float(beta)))
+
+    def optim_groups(self):
+        return [] if self.beta_constant else [{"params": [self.beta], "lr": self.beta_lr, "weight_decay": 0.0}]
+
+    def forward(self, batch, labels):
+        anchors, positives, negatives = self.miner(batch, labels)
+        anchor_embeddings = batch[anchors]
+        d_ap = ((anchor_embeddings - batch[positives]).pow(2).sum(dim=1) + 1e-8).sqrt()
+        d_an = ((anchor_embeddings - batch[negatives]).pow(2).sum(dim=1) + 1e-8).sqrt()
+        beta = self.beta if self.beta_constant else self.beta[labels[anchors]]
+        pos_loss = F.relu(d_ap - beta + self.margin)
+        neg_loss = F.relu(beta - d_an + self.margin)
+        active_terms = ((pos_loss > 0).sum() + (neg_loss > 0).sum()).clamp_min(1)
+        loss = (pos_loss + neg_loss).sum() / active_terms
+        if self.nu and not self.beta_constant:
+            loss = loss + self.nu * beta.sum()
+        return loss

@@ -1,0 +1,51 @@
+import torch
+from torch import nn
+
+from criteria.registry import register_criterion
+from diffusion import at_least_float32
+
+
+@register_criterion("multisimilarity")
+class MultiSimilarity(nn.Module):
+    """Multi-Similarity loss (Wang et al., CVPR 2019) on cosine similarities S = F F^T.
+
+    Pairs are mined per anchor: a negative is kept if S_in + margin > its hardest positive,
+    a positive if S_ip - margin < its hardest negative; anchors left without a kept positive
+    or negative are skipped and the loss is the mean over the rest.
+    """
+    hyperparameters = {"pos_weight": 2.0, "neg_weight": 40.0, "margin": 0.1, "thresh": 0.5}
+
+    def __init__(self, pos_weight, neg_weight, margin, thresh):
+        super().__init__()
+        self.pos_weight = pos_weight
+        self.neg_weight = neg_weight
+        self.margin = margin
+        self.thresh = thresh
+
+    def forward(self, batch, labels):
+        batch = at_least_float32(batch)
+        similarities = batch @ batch.T
+        same_label = labels[:, None] == labels[None, :]
+        positives = same_label & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        negatives = ~same_label
+
+        mining = similarities.detach()
+        hardest_positive = mining.masked_fill(~positives, float("inf")).amin(dim=1, keepdim=True)
+        hardest_negative = mining.masked_fill(~negatives, float("-inf")).amax(dim=1, keepdim=True)
+        kept_negatives = negatives & (mining + self.margin > hardest_positive)
+        kept_positives = positives & (mining - self.margin < hardest_negative)
+        kept_anchors = kept_positives.any(dim=1) & kept_negatives.any(dim=1)
+
+        shifted = similarities - self.thresh
+        pos_term = log1p_sum_exp(-self.pos_weight * shifted, kept_positives) / self.pos_weight
+        neg_term = log1p_sum_exp(self.neg_weight * shifted, kept_negatives) / self.neg_weight
+        # Dividing by max(count, 1) keeps a graph-connected zero when no anchor is kept.
+        per_anchor = torch.where(kept_anchors, pos_term + neg_term, torch.zeros_like(pos_term))
+        return per_anchor.sum() / kept_anchors.sum().clamp_min(1)
+
+
+def log1p_sum_exp(values, mask):
+    """log(1 + sum_j exp(values_ij)) over the masked entries of each row, overflow-safe."""
+    masked = values.masked_fill(~mask, float("-inf"))
+    with_one = torch.cat([torch.zeros_like(masked[:, :1]), masked], dim=1)
+    return torch.logsumexp(with_one, dim=1)
