@@ -1,0 +1,48 @@
+"""The batch-sampler contract and the name -> sampler table."""
+import numpy as np
+
+from errors import UserError
+
+SAMPLERS: dict[str, type["BatchSampler"]] = {}
+
+
+def register(name: str):
+    def add(cls):
+        SAMPLERS[name] = cls
+        return cls
+
+    return add
+
+
+class BatchSampler:
+    """Yields lists of dataset indices, len(labels) // batch_size batches (at least one) per epoch.
+
+    The batches of an epoch depend only on (seed, epoch), so a resumed run sees the same batches:
+    call `set_epoch` before iterating each epoch. Use as DataLoader(dataset, batch_sampler=sampler).
+    """
+
+    def __init__(self, labels: np.ndarray, batch_size: int, samples_per_class: int, seed: int):
+        if batch_size < 1:
+            raise UserError(f"--bs must be at least 1, got {batch_size}")
+        if seed < 0:
+            raise UserError(f"--seed must be a non-negative integer, got {seed}")
+        self.labels = np.asarray(labels)
+        self.batch_size = batch_size
+        self.samples_per_class = samples_per_class
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return max(1, len(self.labels) // self.batch_size)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        for batch in self.batches(rng):
+            yield batch.tolist()
+
+    def batches(self, rng: np.random.Generator):
+        """The epoch's batches as index arrays."""
+        raise NotImplementedError

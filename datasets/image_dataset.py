@@ -1,0 +1,73 @@
+"""A labelled image set read from files or from an in-memory uint8 array."""
+import copy
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from errors import UserError
+
+
+def load_rgb(path: str) -> Image.Image:
+    """The image at `path` as RGB, whatever its mode (L, P, CMYK, RGBA, 16-bit ...)."""
+    try:
+        with Image.open(path) as image:
+            return to_rgb(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise UserError(f"cannot read image {path}: {error}; remove or replace the file") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode.startswith("I"):
+        # PIL's own conversion clips 16-bit values at 255, turning the image white
+        pixels = np.asarray(image, dtype=np.float32) / 257
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    elif image.mode == "P" and "transparency" in image.info:
+        # PIL warns when a palette with transparency goes straight to RGB
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+class ImageDataset(Dataset):
+    """(image tensor, label) pairs; `paths` holds the image files, or is None when `pixels`
+    (N x H x W uint8) holds the images. Labels are 0..n_classes-1, named by `class_names`."""
+
+    def __init__(self, labels, class_names, *, paths=None, pixels=None, transform=None):
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.class_names = list(class_names)
+        self.paths = paths
+        self.pixels = pixels
+        self.transform = transform
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        if self.paths is None:
+            image = Image.fromarray(self.pixels[index]).convert("RGB")
+        else:
+            image = load_rgb(self.paths[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.labels[index])
+
+    def with_transform(self, transform) -> "ImageDataset":
+        view = copy.copy(self)
+        view.transform = transform
+        return view
+
+    def subset(self, indices: np.ndarray, relabel: bool = True) -> "ImageDataset":
+        """The images at `indices`; `relabel` renumbers their classes 0..k-1 in label order,
+        otherwise they keep this dataset's labels and class names."""
+        labels, class_names = self.labels[indices], self.class_names
+        if relabel:
+            kept_classes, labels = np.unique(labels, return_inverse=True)
+            class_names = [self.class_names[label] for label in kept_classes]
+        return ImageDataset(labels, class_names,
+                            paths=None if self.paths is None else [self.paths[i] for i in indices],
+                            pixels=None if self.pixels is None else self.pixels[indices],
+                            transform=self.transform)

@@ -1,0 +1,72 @@
+"""Finding a dataset's folder and reading <root>/images/<class>/<image> trees."""
+import os
+
+import numpy as np
+
+from datasets.image_dataset import ImageDataset
+from errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+CLASS_LAYOUT = "<root>/images/<class>/<image>"
+
+
+def find_root(source: str | None, dataset: str, folder_names: tuple[str, ...] = (),
+              layout: str = CLASS_LAYOUT) -> str:
+    """The dataset folder: `source` itself or `source/<one of folder_names>`, whichever holds images/."""
+    if source is None:
+        raise UserError(f"--dataset {dataset} needs --source, the dataset folder laid out as {layout}")
+    source = os.path.expanduser(source)
+    candidates = [source] + [os.path.join(source, name) for name in folder_names]
+    for root in candidates:
+        if os.path.isdir(os.path.join(root, "images")):
+            return root
+    tried = ", ".join(os.path.join(root, "images") for root in candidates)
+    raise UserError(f"no images folder for {dataset} (tried {tried}); point --source at a folder "
+                    f"laid out as {layout}")
+
+
+def _visible(entry: os.DirEntry) -> bool:
+    # hidden entries are tool litter (.ipynb_checkpoints, macOS ._ resource forks), not data
+    return not entry.name.startswith(".")
+
+
+def class_folders(images_dir: str) -> list[str]:
+    """The class folders in images_dir, sorted by name."""
+    names = sorted(entry.name for entry in os.scandir(images_dir) if entry.is_dir() and _visible(entry))
+    if not names:
+        raise UserError(f"no class folders in {images_dir}; expected {CLASS_LAYOUT}")
+    return [os.path.join(images_dir, name) for name in names]
+
+
+def image_files(folder: str) -> list[str]:
+    files = sorted(entry.path for entry in os.scandir(folder)
+                   if entry.is_file() and _visible(entry)
+                   and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise UserError(f"class folder {folder} holds no images ({' '.join(IMAGE_EXTENSIONS)}); "
+                        "add images or remove the folder")
+    return files
+
+
+def from_class_folders(folders: list[str]) -> ImageDataset:
+    files = [image_files(folder) for folder in folders]
+    labels = np.repeat(np.arange(len(folders)), [len(class_files) for class_files in files])
+    return ImageDataset(labels, [os.path.basename(folder) for folder in folders],
+                        paths=[path for class_files in files for path in class_files])
+
+
+def load_class_tree(source: str | None, dataset: str, folder_names: tuple[str, ...] = (),
+                    sort_key=None, layout: str = CLASS_LAYOUT) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test) from the class folders under the dataset's images/, ordered by `sort_key`
+    (default: name)."""
+    root = find_root(source, dataset, folder_names, layout)
+    return split_class_folders(sorted(class_folders(os.path.join(root, "images")), key=sort_key))
+
+
+def split_class_folders(folders: list[str]) -> tuple[ImageDataset, ImageDataset]:
+    """Train on the first half of the classes (rounded up), test on the rest."""
+    if len(folders) < 2:
+        raise UserError(f"{os.path.dirname(folders[0])} has only one class folder; a train/test split "
+                        f"by classes needs at least 2 ({CLASS_LAYOUT})")
+    n_train = (len(folders) + 1) // 2
+    return from_class_folders(folders[:n_train]), from_class_folders(folders[n_train:])

@@ -1,0 +1,42 @@
+"""Stanford Online Products: <root>/images/<category>_final/*.JPG, split by
+<root>/Info_Files/Ebay_train.txt and Ebay_test.txt."""
+import os
+
+import numpy as np
+import pandas as pd
+
+from datasets.image_dataset import ImageDataset
+from datasets.layout import find_root
+from datasets.registry import register
+from errors import UserError
+
+COLUMNS = ["image_id", "class_id", "super_class_id", "path"]
+LAYOUT = "<root>/images/<category>_final/<image> and <root>/Info_Files/Ebay_{train,test}.txt"
+
+
+def read_info_file(path: str) -> pd.DataFrame:
+    expected = f"expected a header line and the space-separated columns {' '.join(COLUMNS)}"
+    if not os.path.isfile(path):
+        raise UserError(f"missing {path}; {expected}")
+    try:
+        table = pd.read_csv(path, sep=r"\s+", dtype={"path": str})
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot parse {path} ({error}); {expected}") from None
+    if list(table.columns) != COLUMNS or not pd.api.types.is_integer_dtype(table["class_id"]):
+        raise UserError(f"{path} has the columns {' '.join(map(str, table.columns))}; {expected}")
+    if table.empty:
+        raise UserError(f"{path} lists no images; {expected}")
+    return table
+
+
+def read_split(root: str, info_file: str) -> ImageDataset:
+    table = read_info_file(os.path.join(root, "Info_Files", info_file))
+    class_ids, labels = np.unique(table["class_id"].to_numpy(), return_inverse=True)
+    paths = (os.path.join(root, "images", "") + table["path"]).tolist()
+    return ImageDataset(labels, [str(class_id) for class_id in class_ids], paths=paths)
+
+
+@register("online_products")
+def load(source):
+    root = find_root(source, "online_products", ("online_products", "Stanford_Online_Products"), LAYOUT)
+    return read_split(root, "Ebay_train.txt"), read_split(root, "Ebay_test.txt")

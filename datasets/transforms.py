@@ -1,0 +1,46 @@
+"""Image preprocessing: the training augmentations and the evaluation resize + centre crop."""
+from dataclasses import dataclass
+
+from torchvision import transforms as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+AUGMENTATIONS = ("base", "adv", "big", "red")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Sizes and normalisation for all splits of a dataset."""
+    crop_size: int = 224
+    resize_size: int = 256
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    flip: bool = True  # off where a mirrored image belongs to another class (digits)
+    crop_scale: tuple = (0.08, 1.0)
+
+    def training(self, augmentation: str) -> T.Compose:
+        crop = self._crop(augmentation)
+        if augmentation == "red":
+            steps = [T.Resize(self._resize(crop)), T.RandomCrop(crop)]
+        else:
+            steps = [T.RandomResizedCrop(crop, scale=self.crop_scale)]
+        if self.flip:
+            steps.append(T.RandomHorizontalFlip())
+        if augmentation == "adv":
+            steps += [T.ColorJitter(0.2, 0.2, 0.2, 0.2), T.RandomGrayscale(0.2)]
+        return self._to_normalised_tensor(steps)
+
+    def evaluation(self, augmentation: str) -> T.Compose:
+        crop = self._crop(augmentation)
+        return self._to_normalised_tensor([T.Resize(self._resize(crop)), T.CenterCrop(crop)])
+
+    def _crop(self, augmentation: str) -> int:
+        # "big" trains and evaluates on 256-pixel crops where the others use 224, as the reference does
+        return round(self.crop_size * 256 / 224) if augmentation == "big" else self.crop_size
+
+    def _resize(self, crop: int) -> int:
+        # a crop larger than the resized image would be padded with black borders
+        return max(self.resize_size, crop)
+
+    def _to_normalised_tensor(self, steps: list) -> T.Compose:
+        return T.Compose([*steps, T.ToTensor(), T.Normalize(self.mean, self.std)])

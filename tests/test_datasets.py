@@ -1,0 +1,230 @@
+"""datasets/: tiny generated trees in each real layout, the splits, transforms and user errors."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+import datasets
+from datasets.image_dataset import load_rgb
+from errors import UserError
+from tests.images import write_class_tree, write_image
+
+SMALL = {"crop_size": 32, "resize_size": 36}
+
+
+@pytest.fixture
+def cub_parent(tmp_path):
+    """A CUB tree under its usual folder name, with odd image modes and a non-image file in class 1."""
+    root = write_class_tree(tmp_path / "CUB_200_2011", ["001.Black_footed_Albatross", "002.Laysan_Albatross",
+                                                        "003.Sooty_Albatross", "004.Groove_billed_Ani"])
+    first_class = root / "images" / "001.Black_footed_Albatross"
+    write_image(first_class / "gray.jpg", "L")
+    write_image(first_class / "palette.png", "P")
+    write_image(first_class / "cmyk.JPG", "CMYK")
+    (first_class / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def write_sop_tree(root, train_header="image_id class_id super_class_id path"):
+    rows = {"Ebay_train.txt": [(1, 11, 1, "bicycle_final/11_0.JPG"), (2, 11, 1, "bicycle_final/11_1.JPG"),
+                               (3, 15, 1, "bicycle_final/15_0.JPG"), (4, 40, 2, "chair_final/40_0.JPG")],
+            "Ebay_test.txt": [(5, 70, 2, "chair_final/70_0.JPG"), (6, 90, 2, "chair_final/90_0.JPG")]}
+    (root / "Info_Files").mkdir(parents=True)
+    for file_name, file_rows in rows.items():
+        header = train_header if file_name == "Ebay_train.txt" else "image_id class_id super_class_id path"
+        lines = [header] + [" ".join(map(str, row)) for row in file_rows]
+        (root / "Info_Files" / file_name).write_text("\n".join(lines) + "\n")
+        for row in file_rows:
+            write_image(root / "images" / row[3], seed=row[0])
+    return root
+
+
+def assert_contiguous(dataset):
+    assert dataset.labels.dtype == np.int64
+    assert set(dataset.labels.tolist()) == set(range(dataset.n_classes))
+
+
+def test_names():
+    assert datasets.names() == ["cars196", "cub200", "digits", "folder", "online_products"]
+    assert datasets.AUGMENTATIONS == ("base", "adv", "big", "red")
+
+
+def test_unknown_dataset_lists_the_valid_names():
+    with pytest.raises(UserError, match="unknown dataset 'cub'.*cars196, cub200, digits, folder, online_products"):
+        datasets.select("cub", "/nowhere")
+
+
+@pytest.mark.filterwarnings("error")
+def test_cub_from_parent_folder_splits_classes_and_reads_every_mode(cub_parent):
+    splits = datasets.select("cub200", str(cub_parent))
+    assert list(splits) == ["train", "test"]
+    train, test = splits["train"], splits["test"]
+    assert train.class_names == ["001.Black_footed_Albatross", "002.Laysan_Albatross"]
+    assert test.class_names == ["003.Sooty_Albatross", "004.Groove_billed_Ani"]
+    assert (len(train), len(test)) == (9, 6)  # 3 odd-mode images join class 1; notes.txt does not
+    assert train.labels.tolist() == [0] * 6 + [1] * 3
+    assert_contiguous(train)
+    assert_contiguous(test)
+    for dataset in (train, test):
+        for index in range(len(dataset)):
+            image, label = dataset[index]
+            assert image.shape == (3, 224, 224) and image.dtype == torch.float32
+            assert label == dataset.labels[index] and isinstance(label, int)
+
+
+def test_cub_orders_classes_by_number(tmp_path):
+    write_class_tree(tmp_path, ["10.j", "9.i", "11.k", "12.l"], images_per_class=1)
+    splits = datasets.select("cub200", str(tmp_path), **SMALL)
+    assert splits["train"].class_names == ["9.i", "10.j"]
+    assert splits["test"].class_names == ["11.k", "12.l"]
+
+
+def test_cub_rejects_unnumbered_class_folder(tmp_path):
+    write_class_tree(tmp_path, ["001.a", "birds"], images_per_class=1)
+    with pytest.raises(UserError, match="birds does not start with a class number"):
+        datasets.select("cub200", str(tmp_path))
+
+
+def test_cars_and_folder_sort_by_name(tmp_path):
+    write_class_tree(tmp_path / "cars196", ["Volvo", "Audi", "BMW", "Tesla"], images_per_class=2)
+    cars = datasets.select("cars196", str(tmp_path), **SMALL)  # the parent folder
+    assert cars["train"].class_names == ["Audi", "BMW"] and cars["test"].class_names == ["Tesla", "Volvo"]
+    generic = datasets.select("folder", str(tmp_path / "cars196"), **SMALL)  # the dataset folder itself
+    assert generic["test"].paths == cars["test"].paths
+    assert generic["train"][0][0].shape == (3, 32, 32)
+
+
+def test_folder_needs_two_classes(tmp_path):
+    write_class_tree(tmp_path, ["only"])
+    with pytest.raises(UserError, match="only one class folder"):
+        datasets.select("folder", str(tmp_path))
+
+
+def test_online_products_relabels_each_split(tmp_path):
+    write_sop_tree(tmp_path / "Stanford_Online_Products")
+    splits = datasets.select("online_products", str(tmp_path), **SMALL)
+    train, test = splits["train"], splits["test"]
+    assert train.labels.tolist() == [0, 0, 1, 2] and train.class_names == ["11", "15", "40"]
+    assert test.labels.tolist() == [0, 1] and test.class_names == ["70", "90"]
+    assert train.paths[3] == str(tmp_path / "Stanford_Online_Products" / "images" / "chair_final" / "40_0.JPG")
+    assert test[1][0].shape == (3, 32, 32)
+
+
+def test_online_products_wrong_columns(tmp_path):
+    write_sop_tree(tmp_path, train_header="image_id class path extra")
+    with pytest.raises(UserError, match=r"Ebay_train.txt has the columns image_id class path extra; "
+                                        r"expected .*image_id class_id super_class_id path"):
+        datasets.select("online_products", str(tmp_path))
+
+
+def test_online_products_missing_info_file(tmp_path):
+    write_sop_tree(tmp_path)
+    (tmp_path / "Info_Files" / "Ebay_test.txt").unlink()
+    with pytest.raises(UserError, match="missing .*Ebay_test.txt.*image_id class_id super_class_id path"):
+        datasets.select("online_products", str(tmp_path))
+
+
+def test_val_split_by_classes(tmp_path):
+    write_class_tree(tmp_path, [f"class_{index}" for index in range(10)], images_per_class=2)
+    splits = datasets.select("folder", str(tmp_path), use_tv_split=True, tv_split_perc=0.6, **SMALL)
+    assert list(splits) == ["train", "val", "test"]
+    train, val = splits["train"], splits["val"]
+    assert train.class_names == ["class_0", "class_1", "class_2"]
+    assert val.class_names == ["class_3", "class_4"]
+    assert_contiguous(train)
+    assert_contiguous(val)
+    assert any(isinstance(step, T.CenterCrop) for step in val.transform.transforms)
+    assert any(isinstance(step, T.RandomResizedCrop) for step in train.transform.transforms)
+
+
+def test_val_split_by_samples_keeps_labels(tmp_path):
+    write_class_tree(tmp_path, [f"class_{index}" for index in range(6)], images_per_class=3)
+    splits = datasets.select("folder", str(tmp_path), use_tv_split=True, tv_split_perc=0.5,
+                             tv_split_by_samples=True, **SMALL)
+    train, val = splits["train"], splits["val"]
+    assert train.labels.tolist() == [0, 0, 1, 1, 2, 2]  # round(1.5) = 2 of 3 images stay in training
+    assert val.labels.tolist() == [0, 1, 2]
+    assert val.class_names == train.class_names == ["class_0", "class_1", "class_2"]
+    assert val.paths[1].endswith("class_1/img_2.jpg")
+    assert not set(train.paths) & set(val.paths)
+
+
+@pytest.mark.parametrize("perc, by_samples, message", [(0.1, False, "each side needs at least one"),
+                                                        (1.0, True, "strictly between 0 and 1")])
+def test_val_split_needs_both_sides(tmp_path, perc, by_samples, message):
+    write_class_tree(tmp_path, ["a", "b", "c", "d"], images_per_class=1)
+    with pytest.raises(UserError, match=message):
+        datasets.select("folder", str(tmp_path), use_tv_split=True, tv_split_perc=perc,
+                        tv_split_by_samples=by_samples)
+
+
+def test_digits_disjoint_classes():
+    splits = datasets.select("digits", None, crop_size=224)
+    train, test = splits["train"], splits["test"]
+    assert (len(train), len(test)) == (901, 896)
+    assert train.class_names == ["0", "1", "2", "3", "4"] and test.class_names == ["5", "6", "7", "8", "9"]
+    assert_contiguous(train)
+    assert_contiguous(test)
+    assert train.paths is None and train.pixels.dtype == np.uint8 and train.pixels.max() == 255
+    assert train[0][0].shape == test[0][0].shape == (3, 32, 32)
+    assert not any(isinstance(step, T.RandomHorizontalFlip) for step in train.transform.transforms)
+
+
+@pytest.mark.parametrize("augmentation, crop", [("base", 32), ("adv", 32), ("big", 37), ("red", 32)])
+def test_augmentations_give_their_crop(tmp_path, augmentation, crop):
+    write_class_tree(tmp_path, ["a", "b"], images_per_class=1)
+    splits = datasets.select("folder", str(tmp_path), augmentation=augmentation, **SMALL)
+    assert splits["train"][0][0].shape == splits["test"][0][0].shape == (3, crop, crop)
+
+
+def test_unknown_augmentation(tmp_path):
+    with pytest.raises(UserError, match="unknown augmentation 'huge'.*base, adv, big, red"):
+        datasets.select("folder", str(tmp_path), augmentation="huge")
+
+
+def test_missing_source_names_paths_tried_and_layout(tmp_path):
+    with pytest.raises(UserError, match=r"tried .*nowhere/images, .*nowhere/cub200/images, "
+                                        r".*nowhere/CUB_200_2011/images.*<root>/images/<number>.<name>/<image>"):
+        datasets.select("cub200", str(tmp_path / "nowhere"))
+
+
+def test_source_required():
+    with pytest.raises(UserError, match="--dataset cars196 needs --source"):
+        datasets.select("cars196", None)
+
+
+def test_wrong_layout_without_images_folder(tmp_path):
+    write_image(tmp_path / "Audi" / "1.jpg")  # class folders straight under the root
+    with pytest.raises(UserError, match=r"no images folder for folder \(tried .*images\); "
+                                        r"point --source at a folder laid out as <root>/images/<class>/<image>$"):
+        datasets.select("folder", str(tmp_path))
+
+
+def test_wrong_layout_images_without_class_folders(tmp_path):
+    write_image(tmp_path / "images" / "1.jpg")
+    with pytest.raises(UserError, match="no class folders in .*images; expected <root>/images/<class>/<image>"):
+        datasets.select("folder", str(tmp_path))
+
+
+def test_empty_class_folder(tmp_path):
+    write_class_tree(tmp_path, ["a", "b"], images_per_class=1)
+    (tmp_path / "images" / "c").mkdir()
+    (tmp_path / "images" / "c" / "readme.txt").write_text("")
+    with pytest.raises(UserError, match=r"class folder .*images/c holds no images"):
+        datasets.select("folder", str(tmp_path))
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    write_class_tree(tmp_path, ["a", "b"], images_per_class=1)
+    broken = tmp_path / "images" / "a" / "broken.jpg"
+    broken.write_bytes(b"this is not a jpeg")
+    train = datasets.select("folder", str(tmp_path), **SMALL)["train"]
+    with pytest.raises(UserError, match=f"cannot read image {broken}: .*; remove or replace the file"):
+        train[train.paths.index(str(broken))]
+
+
+def test_sixteen_bit_grayscale_keeps_its_contrast(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((4, 4), 32896, dtype=np.uint16)).save(path)  # mid-grey in 16 bits
+    assert np.asarray(load_rgb(str(path))).max() == 128
