@@ -1,0 +1,144 @@
+"""The command line, grouped by concern. `parse(argv)` returns the namespace main.py runs on.
+
+Flag names follow the paper's scripts (SPEC section 3). Each criterion's and miner's
+hyperparameters become `--loss_<criterion>_<name>` / `--miner_<miner>_<name>` flags with
+the defaults the criterion declares, so there is one place for each default.
+"""
+import argparse
+import os
+
+import architectures
+import criteria
+import datasampler
+import datasets
+import evaluation
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Deep metric learning with progressive self-distillation (PSD) and "
+                    "online batch diffusion (OBDP).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--dataset", default="cub200", choices=datasets.names())
+    run.add_argument("--source", default=None,
+                     help="dataset folder (the one holding images/), or its parent")
+    run.add_argument("--save_path", default="Training_Results", help="runs are stored under it")
+    run.add_argument("--savename", default="", help="run folder name (default: dataset and time)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--gpu", type=int, nargs="+", default=[0], help="CUDA device; CPU when none exists")
+    run.add_argument("--kernels", type=int, default=min(8, os.cpu_count() or 1), help="dataloader workers")
+    run.add_argument("--n_epochs", type=int, default=150)
+
+    optimisation = parser.add_argument_group("optimisation")
+    optimisation.add_argument("--optim", default="adam", choices=["adam", "sgd"])
+    optimisation.add_argument("--lr", type=float, default=1e-5)
+    optimisation.add_argument("--fc_lr", type=float, default=-1,
+                              help="learning rate of the embedding layer; negative: same as --lr")
+    optimisation.add_argument("--decay", type=float, default=4e-4, help="weight decay")
+    optimisation.add_argument("--scheduler", default="step", choices=["step", "none"])
+    optimisation.add_argument("--tau", type=int, nargs="*", default=[],
+                              help="epochs at which the learning rate is multiplied by --gamma")
+    optimisation.add_argument("--gamma", type=float, default=0.3)
+
+    network = parser.add_argument_group("network")
+    network.add_argument("--arch", default="resnet50_frozen_normalize", type=_arch,
+                         help=f"one of {', '.join(architectures.names())} plus any of "
+                              f"{', '.join('_' + s for s in architectures.SUFFIXES)}")
+    network.add_argument("--embed_dim", type=int, default=128)
+    network.add_argument("--not_pretrained", action="store_true", help="random initialisation")
+    network.add_argument("--pretrained_weights", default=None,
+                         help="ImageNet weights file (default: the torch hub cache)")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--bs", type=int, default=112, help="batch size")
+    data.add_argument("--samples_per_class", type=int, default=2)
+    data.add_argument("--data_sampler", default="class_random", choices=datasampler.names())
+    data.add_argument("--augmentation", default="base", choices=datasets.AUGMENTATIONS)
+    data.add_argument("--use_tv_split", action="store_true",
+                      help="hold out part of the training data as a validation split")
+    data.add_argument("--tv_split_perc", type=float, default=0.8, help="share of training data kept for training")
+    data.add_argument("--tv_split_by_samples", action="store_true",
+                      help="split every class's images instead of splitting the classes")
+
+    loss = parser.add_argument_group("criterion")
+    loss.add_argument("--loss", default="multisimilarity", choices=criteria.names())
+    loss.add_argument("--batch_mining", default=None, choices=sorted(criteria.MINERS),
+                      help="miner of tuple losses (default: the criterion's own)")
+    for name, criterion_class in sorted(criteria.CRITERIA.items()):
+        _add_hyperparameters(loss, f"loss_{name}", criterion_class.hyperparameters)
+    for name, miner_class in sorted(criteria.MINERS.items()):
+        _add_hyperparameters(loss, f"miner_{name}", miner_class.hyperparameters)
+
+    distillation = parser.add_argument_group("self-distillation")
+    distillation.add_argument("--PSD", action="store_true", help="progressive self-distillation")
+    distillation.add_argument("--OBDP", action="store_true", help="diffuse the PSD target over the batch")
+    distillation.add_argument("--kd_tau", type=float, default=1.0, help="distillation temperature")
+    distillation.add_argument("--kd_lambda", type=float, default=75.0, help="distillation weight")
+    distillation.add_argument("--diffusion_w", type=float, default=0.99, help="diffusion weight w in [0, 1)")
+    distillation.add_argument("--diffusion_tau", type=float, default=1.0, help="affinity graph temperature")
+
+    evaluation_group = parser.add_argument_group("evaluation and logging")
+    evaluation_group.add_argument("--evaluation_metrics", nargs="+", default=None,
+                                  help="default: Recall@1,2,4,8 (SOP: 1,10,100,1000) and nmi")
+    evaluation_group.add_argument("--storage_metrics", nargs="+", default=["e_recall@1"],
+                                  help="a best checkpoint is kept for each")
+    evaluation_group.add_argument("--log_online", action="store_true",
+                                  help="log to Weights & Biases (key from WANDB_API_KEY; WANDB_MODE=offline works)")
+    evaluation_group.add_argument("--project", default="OBD-SD", help="W&B project")
+    evaluation_group.add_argument("--group", default="", help="W&B group")
+    return parser
+
+
+def _add_hyperparameters(group, prefix, hyperparameters):
+    for param, default in hyperparameters.items():
+        flag = f"--{prefix}_{param}"
+        if isinstance(default, bool):
+            group.add_argument(flag, action="store_true")
+        else:
+            group.add_argument(flag, type=type(default), default=default)
+
+
+def _arch(value):
+    try:
+        architectures.parse_arch(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def parse(argv=None):
+    parser = build_parser()
+    opt = parser.parse_args(argv)
+    if opt.evaluation_metrics is None:
+        opt.evaluation_metrics = evaluation.default_metrics(opt.dataset)
+    opt.evaluation_metrics += [m for m in opt.storage_metrics if m not in opt.evaluation_metrics]
+    problems = _check(opt)
+    if problems:
+        parser.error(problems[0])
+    return opt
+
+
+def _check(opt):
+    """Impossible combinations, each as the message argparse prints."""
+    problems = []
+    positive = {"--n_epochs": opt.n_epochs, "--bs": opt.bs, "--samples_per_class": opt.samples_per_class,
+                "--embed_dim": opt.embed_dim, "--kd_tau": opt.kd_tau, "--diffusion_tau": opt.diffusion_tau}
+    problems += [f"{flag} must be positive, got {value}" for flag, value in positive.items() if value <= 0]
+    if opt.data_sampler == "class_random" and opt.bs % opt.samples_per_class:
+        problems.append(f"--bs {opt.bs} is not a multiple of --samples_per_class {opt.samples_per_class}")
+    if opt.OBDP and not opt.PSD:
+        problems.append("--OBDP diffuses the target of --PSD; add --PSD")
+    if not 0 <= opt.diffusion_w < 1:
+        problems.append(f"--diffusion_w must lie in [0, 1), got {opt.diffusion_w}")
+    if not 0 < opt.tv_split_perc < 1:
+        problems.append(f"--tv_split_perc must lie in (0, 1), got {opt.tv_split_perc}")
+    if opt.kernels < 0:
+        problems.append("--kernels must be 0 (load in the main process) or more")
+    try:
+        evaluation.check_names(opt.evaluation_metrics)
+        criteria.check_miner(opt.loss, opt.batch_mining)
+    except ValueError as error:
+        problems.append(str(error))
+    return problems

@@ -1,0 +1,76 @@
+import re
+from pathlib import Path
+
+import pytest
+
+import criteria
+import parameters
+
+
+def parse_error(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parameters.parse(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_defaults_are_the_paper_runs():
+    opt = parameters.parse([])
+    assert (opt.optim, opt.lr, opt.decay, opt.bs, opt.samples_per_class, opt.embed_dim, opt.arch) == \
+        ("adam", 1e-5, 4e-4, 112, 2, 128, "resnet50_frozen_normalize")
+    assert (opt.kd_tau, opt.kd_lambda, opt.diffusion_w, opt.diffusion_tau) == (1.0, 75.0, 0.99, 1.0)
+    assert (opt.loss_multisimilarity_pos_weight, opt.loss_multisimilarity_neg_weight,
+            opt.loss_multisimilarity_margin, opt.loss_multisimilarity_thresh) == (2.0, 40.0, 0.1, 0.5)
+    assert (opt.loss_margin_margin, opt.loss_margin_beta, opt.loss_margin_beta_lr) == (0.2, 1.2, 5e-4)
+    assert opt.evaluation_metrics == ["e_recall@1", "e_recall@2", "e_recall@4", "e_recall@8", "nmi"]
+
+
+def test_paper_flags_parse_and_build_the_criterion():
+    opt = parameters.parse(["--dataset", "cars196", "--loss", "multisimilarity_obd_sd", "--PSD", "--OBDP",
+                            "--kd_lambda", "200", "--diffusion_w", "0.99", "--arch",
+                            "resnet50_frozen_normalize_double", "--embed_dim", "512", "--tau", "200", "250",
+                            "--gamma", "0.3", "--n_epochs", "300"])
+    criterion = criteria.select(opt)
+    assert criterion.distillation == {"kd_tau": 1.0, "kd_lambda": 200.0, "n_epochs": 300,
+                                      "diffusion_w": 0.99, "diffusion_tau": 1.0}
+    assert criterion.distillation_weight(150) == pytest.approx(100.0)
+    assert parameters.parse(["--dataset", "online_products"]).evaluation_metrics[:4] == \
+        ["e_recall@1", "e_recall@10", "e_recall@100", "e_recall@1000"]
+
+
+def test_psd_alone_distils_the_undiffused_target():
+    criterion = criteria.select(parameters.parse(["--PSD"]))
+    assert criterion.distillation["diffusion_w"] == 0.0
+    assert criteria.select(parameters.parse([])).distillation is None
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--bs", "111"], "--bs 111 is not a multiple of --samples_per_class 2"),
+    (["--loss", "nope"], "invalid choice: 'nope'"),
+    (["--dataset", "imagenet"], "choose from"),
+    (["--arch", "vgg16_normalize"], "resnet18, resnet50"),
+    (["--arch", "resnet50_frozen_wide"], "_frozen, _normalize, _double"),
+    (["--data_sampler", "greedy"], "class_random"),
+    (["--OBDP"], "add --PSD"),
+    (["--diffusion_w", "1.0"], "[0, 1)"),
+    (["--embed_dim", "0"], "--embed_dim must be positive"),
+    (["--evaluation_metrics", "recall@1"], "e_recall@K"),
+    (["--loss", "multisimilarity", "--batch_mining", "distance"], "takes no --batch_mining"),
+])
+def test_impossible_combinations_are_argparse_errors(argv, message, capsys):
+    assert message in parse_error(argv, capsys)
+
+
+def test_storage_metric_is_always_evaluated():
+    opt = parameters.parse(["--evaluation_metrics", "nmi", "--storage_metrics", "e_recall@1"])
+    assert opt.evaluation_metrics == ["nmi", "e_recall@1"]
+
+
+def test_every_flag_in_the_readme_exists():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    known = {option for action in parameters.build_parser()._actions for option in action.option_strings}
+    mentioned = set(re.findall(r"(?<![\w-])--[A-Za-z][\w]*", readme)) - {"--help"}
+    assert mentioned - known == set()
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    for target in re.findall(r"`make (\w+)`", readme):
+        assert f"\n{target}:" in makefile
