@@ -1,5 +1,8 @@
 import torch
 
+from diffusion.graphs import transition_matrix
+from diffusion.propagation import diffuse
+
 
 def at_least_float32(tensor):
     """float16/bfloat16 upcast to float32 (softmax and the solve need it); float64 stays float64."""
@@ -7,24 +10,27 @@ def at_least_float32(tensor):
 
 
 @torch.no_grad()
-def soft_targets(teacher_embeddings, kd_tau=1.0, w=0.99, diffusion_tau=1.0):
+def soft_targets(teacher_embeddings, kd_tau=1.0, w=0.99, diffusion_tau=1.0, *, norm="softmax", k=None,
+                 knn="symmetric", gamma=3.0, solver="solve", tol=1e-6, max_iters=1000):
     """The self-distillation target of a teacher batch G (B x D), rows summing to 1.
 
     q = row_softmax(G G^T / kd_tau) is the PSD target (diagonal kept). With w > 0 it is
-    diffused (OBDP): Q = (1 - w) (I - w P)^-1 q, where P = row_softmax((T - inf I) /
-    diffusion_tau) is the transition matrix of the teacher's affinity graph without self
-    loops, solved as a linear system rather than by an explicit inverse. Computed in at
-    least float32 whatever the input dtype; no gradient flows into the result.
+    diffused (OBDP): Q = (1 - w) (I - w P)^-1 q, P the transition matrix of the teacher's
+    affinity graph (diffusion/graphs.py: norm, k, knn, gamma, diffusion_tau) and the system
+    solved by `solver` (diffusion/propagation.py). The defaults are the released code's: a dense
+    softmax graph and a direct solve. Computed in at least float32 whatever the input dtype; no
+    gradient flows into the result.
     """
+    if solver == "cg" and norm != "symmetric":
+        raise ValueError("the cg solver needs a symmetric graph: use norm='symmetric'")
     embeddings = at_least_float32(teacher_embeddings.detach())
     similarities = embeddings @ embeddings.T
     targets = torch.softmax(similarities / kd_tau, dim=1)
     if w == 0:
         return targets
-    no_self_loops = torch.eye(len(embeddings), dtype=torch.bool, device=embeddings.device)
-    transition = torch.softmax(similarities.masked_fill(no_self_loops, float("-inf")) / diffusion_tau, dim=1)
-    system = torch.eye(len(embeddings), dtype=embeddings.dtype, device=embeddings.device) - w * transition
-    diffused = (1 - w) * torch.linalg.solve(system, targets)
-    # Rows sum to 1 in exact arithmetic; clamp round-off negatives so the KL stays finite.
+    transition = transition_matrix(similarities, norm=norm, tau=diffusion_tau, gamma=gamma, k=k, knn=knn)
+    diffused = diffuse(transition, targets, w, solver=solver, tol=tol, max_iters=max_iters)
+    # Rows sum to 1 in exact arithmetic only for the softmax graph; the symmetric graph and
+    # round-off need the renormalisation (negatives clamped so the KL stays finite).
     diffused = diffused.clamp_min(0)
-    return diffused / diffused.sum(dim=1, keepdim=True)
+    return diffused / diffused.sum(dim=1, keepdim=True).clamp_min(torch.finfo(diffused.dtype).tiny)

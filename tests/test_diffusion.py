@@ -1,9 +1,12 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
 import diffusion
+from diffusion import graphs, propagation
 from tests import reference
 
 
@@ -50,3 +53,152 @@ def test_bfloat16_input_gives_float32_target_without_gradient():
     half = diffusion.soft_targets(teacher.bfloat16(), w=0.99)
     assert half.dtype == torch.float32 and not half.requires_grad and not full.requires_grad
     torch.testing.assert_close(half, full, atol=2e-2, rtol=0)
+
+
+# --- graphs and solvers (issue 3): loop-built float64 graphs and the dense closed form ---
+
+def loop_graph(embeddings, norm, tau=1.0, gamma=3.0, k=None, knn="symmetric"):
+    """The transition matrix by plain loops over rows and edges, in float64."""
+    rows = embeddings.double().tolist()
+    size = len(rows)
+    similarity = [[sum(a * b for a, b in zip(rows[i], rows[j])) for j in range(size)] for i in range(size)]
+    if k is None:
+        edges = {(i, j) for i in range(size) for j in range(size) if i != j}
+    else:
+        chosen = set()
+        for i in range(size):
+            others = sorted((j for j in range(size) if j != i), key=lambda j: -similarity[i][j])
+            chosen |= {(i, j) for j in others[:k]}
+        reverse = {(j, i) for i, j in chosen}
+        edges = chosen | reverse if knn == "symmetric" else chosen & reverse
+    transition = np.zeros((size, size))
+    if norm == "softmax":
+        for i in range(size):
+            row = [j for j in range(size) if (i, j) in edges]
+            if not row:
+                continue
+            top = max(similarity[i][j] / tau for j in row)
+            total = sum(math.exp(similarity[i][j] / tau - top) for j in row)
+            for j in row:
+                transition[i, j] = math.exp(similarity[i][j] / tau - top) / total
+    else:
+        affinity = np.zeros((size, size))
+        for i, j in edges:
+            affinity[i, j] = max(similarity[i][j], 0.0) ** gamma
+        degree = affinity.sum(axis=1)
+        for i, j in edges:
+            if degree[i] > 0 and degree[j] > 0:
+                transition[i, j] = affinity[i, j] / math.sqrt(degree[i] * degree[j])
+    return transition, np.array(similarity)
+
+
+def closed_form_target(embeddings, w, kd_tau=1.0, **graph):
+    transition, similarity = loop_graph(embeddings, **graph)
+    target = reference.row_softmax(similarity, kd_tau)
+    diffused = (1 - w) * np.linalg.inv(np.eye(len(target)) - w * transition) @ target
+    return diffused / diffused.sum(axis=1, keepdims=True)
+
+
+GRAPHS = [dict(norm="softmax"), dict(norm="softmax", k=4), dict(norm="softmax", k=4, knn="mutual"),
+          dict(norm="softmax", tau=0.1, k=6), dict(norm="symmetric"), dict(norm="symmetric", k=4),
+          dict(norm="symmetric", k=4, knn="mutual"), dict(norm="symmetric", gamma=1.0, k=6)]
+
+
+def solver_options(graph):
+    return ["solve", "iterative"] + (["cg"] if graph["norm"] == "symmetric" else [])
+
+
+@pytest.mark.parametrize("graph", GRAPHS, ids=lambda g: "-".join(f"{k}={v}" for k, v in g.items()))
+@pytest.mark.parametrize("w", [0.5, 0.99])
+def test_every_graph_and_solver_matches_the_float64_closed_form(graph, w):
+    teacher = teacher_batch(size=16, dim=6, seed=3)
+    expected = closed_form_target(teacher, w, **graph)
+    options = {"norm": graph["norm"], "k": graph.get("k"), "knn": graph.get("knn", "symmetric"),
+               "gamma": graph.get("gamma", 3.0)}
+    for solver in solver_options(graph):
+        exact = diffusion.soft_targets(teacher, w=w, diffusion_tau=graph.get("tau", 1.0), solver=solver,
+                                       tol=1e-13, max_iters=20000, **options)
+        np.testing.assert_allclose(exact.numpy(), expected, atol=1e-9, err_msg=solver)
+        single = diffusion.soft_targets(teacher.float(), w=w, diffusion_tau=graph.get("tau", 1.0), solver=solver,
+                                        tol=1e-7, max_iters=20000, **options)
+        np.testing.assert_allclose(single.numpy(), expected, atol=1e-4, err_msg=solver)
+
+
+def test_knn_graph_keeps_exactly_k_neighbours_per_row_before_symmetrising():
+    teacher = teacher_batch(size=20, seed=4)
+    similarity = teacher @ teacher.T
+    neighbours = graphs.nearest_neighbours(similarity, 5)
+    assert neighbours.shape == (20, 5)
+    for i, row in enumerate(neighbours.tolist()):
+        assert i not in row and len(set(row)) == 5
+        others = sorted((j for j in range(20) if j != i), key=lambda j: -float(similarity[i, j]))
+        assert set(row) == set(others[:5])
+    chosen = {(i, j) for i, row in enumerate(neighbours.tolist()) for j in row}
+    for mode, expected in (("symmetric", chosen | {(j, i) for i, j in chosen}),
+                           ("mutual", {(i, j) for i, j in chosen if (j, i) in chosen})):
+        rows, cols = graphs.knn_edges(similarity, 5, mode)
+        assert set(zip(rows.tolist(), cols.tolist())) == expected
+
+
+def test_nearest_neighbours_exclude_the_row_itself_among_ties():
+    similarity = torch.ones(5, 5)
+    for i, row in enumerate(graphs.nearest_neighbours(similarity, 3).tolist()):
+        assert i not in row and len(set(row)) == 3
+
+
+@pytest.mark.parametrize("norm", ["softmax", "symmetric"])
+def test_iteration_converges_and_stops_at_its_tolerance(norm):
+    teacher = teacher_batch(size=30, seed=5)
+    similarity = teacher @ teacher.T
+    transition = diffusion.transition_matrix(similarity, norm=norm, k=5)
+    targets = torch.softmax(similarity, dim=1)
+    exact = propagation.solve(transition, targets, 0.9)
+    result, steps = propagation.iterate(transition, targets, 0.9, tol=1e-10, max_iters=5000)
+    assert steps < 5000
+    # The step before stopping changed less than tol; a contraction by w bounds the error by w / (1 - w) tol.
+    assert (result - exact).abs().max() <= 0.9 / 0.1 * 1e-10 + 1e-12
+    previous, _ = propagation.iterate(transition, targets, 0.9, tol=0.0, max_iters=steps - 1)
+    assert (result - previous).abs().max() < 1e-10
+    _, capped = propagation.iterate(transition, targets, 0.9, tol=0.0, max_iters=7)
+    assert capped == 7
+
+
+def test_conjugate_gradient_needs_a_symmetric_graph():
+    with pytest.raises(ValueError, match="symmetric"):
+        diffusion.soft_targets(teacher_batch(), solver="cg", norm="softmax")
+
+
+@pytest.mark.parametrize("options", [dict(norm="symmetric"), dict(norm="symmetric", k=2, solver="cg"),
+                                     dict(norm="softmax", k=1, knn="mutual", solver="iterative"),
+                                     dict(norm="symmetric", k=5, knn="mutual", solver="iterative")])
+def test_rows_without_positive_affinity_or_edges_stay_finite(options):
+    # The last sample points away from every other: no positive affinity, no mutual neighbour.
+    teacher = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.95, -0.1], [-1.0, 0.0]])
+    target = diffusion.soft_targets(teacher, w=0.99, **options)
+    assert torch.isfinite(target).all() and (target >= 0).all()
+    torch.testing.assert_close(target.sum(dim=1), torch.ones(5))
+
+
+@pytest.mark.parametrize("options", [dict(norm="softmax", k=3, solver="iterative"),
+                                     dict(norm="symmetric", k=3, solver="cg"), dict(norm="symmetric")])
+def test_two_samples_identical_samples_and_bfloat16_with_every_graph(options):
+    for teacher in (teacher_batch(2, dtype=torch.float32), torch.ones(6, 4) / 2,
+                    teacher_batch(12, dtype=torch.float32).bfloat16()):
+        target = diffusion.soft_targets(teacher, w=0.99, **options)
+        assert target.dtype == torch.float32 and torch.isfinite(target).all()
+        torch.testing.assert_close(target.sum(dim=1), torch.ones(len(teacher)))
+
+
+def test_rerank_reorders_the_shortlist_along_the_manifold():
+    # Two arcs of points on the circle, interleaved with noise: diffusion prefers the query's own arc.
+    angles = torch.cat([torch.linspace(0, 1.2, 12), torch.linspace(0.05, 1.25, 12)])
+    radius_offset = torch.cat([torch.zeros(12), torch.full((12,), 0.0)])
+    features = torch.stack([torch.cos(angles), torch.sin(angles), radius_offset], dim=1)
+    features[12:, 2] = 0.4  # the second arc is lifted out of the first one's plane
+    from evaluation.metrics import nearest_neighbours as exact_neighbours
+    shortlist = exact_neighbours(features.numpy().astype(np.float32), 10)
+    ranked = diffusion.rerank(features.numpy(), shortlist, 5, graph_k=3, graph="symmetric", w=0.9)
+    assert ranked.shape == (24, 5)
+    for query, row in enumerate(ranked):
+        assert query not in row and set(row) <= set(shortlist[query])
+        assert all((item < 12) == (query < 12) for item in row[:2])
