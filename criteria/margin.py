@@ -2,23 +2,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from criteria.miners import TRIPLET_MINERS
 from criteria.registry import register_criterion
 
 
 @register_criterion("margin")
 class Margin(nn.Module):
-    """Margin loss (Wu et al., ICCV 2017) on mined triplets (a, p, n) with euclidean distances:
+    """Margin loss (Wu et al., ICCV 2017) on mined triplets (a, p, n):
     relu(d_ap - beta + margin) + relu(beta - d_an + margin), summed and divided by the number
     of non-zero terms. beta is learnt per class of the anchor (its own lr, beta_lr) unless
     beta_constant; nu weights an L1 penalty on the betas used.
     """
     hyperparameters = {"margin": 0.2, "beta": 1.2, "beta_lr": 5e-4, "nu": 0.0, "beta_constant": False}
     default_miner = "distance"
-    miners = ("distance", "random")
+    miners = TRIPLET_MINERS
 
-    def __init__(self, miner, n_classes, margin, beta, beta_lr, nu, beta_constant):
+    def __init__(self, miner, distance, n_classes, margin, beta, beta_lr, nu, beta_constant):
         super().__init__()
         self.miner = miner
+        self.distance = distance
         self.margin = margin
         self.beta_lr = beta_lr
         self.nu = nu
@@ -34,8 +36,8 @@ class Margin(nn.Module):
     def forward(self, batch, labels):
         anchors, positives, negatives = self.miner(batch, labels)
         anchor_embeddings = batch[anchors]
-        d_ap = ((anchor_embeddings - batch[positives]).pow(2).sum(dim=1) + 1e-8).sqrt()
-        d_an = ((anchor_embeddings - batch[negatives]).pow(2).sum(dim=1) + 1e-8).sqrt()
+        d_ap = self.distance(anchor_embeddings, batch[positives])
+        d_an = self.distance(anchor_embeddings, batch[negatives])
         beta = self.beta if self.beta_constant else self.beta[labels[anchors]]
         pos_loss = F.relu(d_ap - beta + self.margin)
         neg_loss = F.relu(beta - d_an + self.margin)

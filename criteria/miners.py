@@ -1,19 +1,34 @@
-"""Batch miners for tuple losses: each returns (anchors, positives, negatives) index tensors."""
-import torch
+"""Batch miners for tuple losses, as defined in Revisiting-DML (Roth et al., ICML 2020).
 
+Triplet miners (TRIPLET_MINERS) return (anchors, positives, negatives), index tensors of
+equal length. `npair` returns (anchors, positives, negative_mask) and `lifted` returns
+(anchors, positive_mask, negative_mask), the masks being (anchors x batch). Only anchors with
+a positive and a negative in the batch are mined. Distances are euclidean, similarities cosine;
+mining sees no gradient.
+"""
+import torch
+from torch.nn import functional as F
+
+from criteria.common import pair_masks
 from criteria.registry import register_miner
+
+TRIPLET_MINERS = ("distance", "random", "semihard", "softhard", "epshn")
 
 
 def _valid_anchors(labels):
-    same_label = labels[:, None] == labels[None, :]
-    positives = same_label & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    anchors = torch.nonzero(positives.any(dim=1) & (~same_label).any(dim=1)).squeeze(1)
-    return anchors, positives, ~same_label
+    positives, negatives = pair_masks(labels)
+    anchors = torch.nonzero(positives.any(dim=1) & negatives.any(dim=1)).squeeze(1)
+    return anchors, positives, negatives
 
 
 def _draw(weights):
     """One column index per row, drawn with probability proportional to the row's weights."""
-    return torch.multinomial(weights, 1).squeeze(1)
+    return torch.multinomial(weights.float(), 1).squeeze(1)
+
+
+def _preferred_or_all(preferred, allowed):
+    """Per row, the preferred entries when there is one, otherwise every allowed entry."""
+    return torch.where(preferred.any(dim=1, keepdim=True), preferred, allowed)
 
 
 @register_miner("random")
@@ -21,9 +36,10 @@ class RandomTriplets:
     """One random positive and one random negative per anchor."""
     hyperparameters = {}
 
+    @torch.no_grad()
     def __call__(self, batch, labels):
         anchors, positives, negatives = _valid_anchors(labels)
-        return anchors, _draw(positives[anchors].float()), _draw(negatives[anchors].float())
+        return anchors, _draw(positives[anchors]), _draw(negatives[anchors])
 
 
 @register_miner("distance")
@@ -46,4 +62,92 @@ class DistanceWeighted:
                                - (dim - 3) / 2 * (1 - 0.25 * distances.pow(2)).clamp_min(1e-8).log())
         log_inverse_density = log_inverse_density.masked_fill(~negatives[anchors], float("-inf"))
         weights = torch.softmax(log_inverse_density, dim=1)
-        return anchors, _draw(positives[anchors].float()), _draw(weights)
+        return anchors, _draw(positives[anchors]), _draw(weights)
+
+
+@register_miner("semihard")
+class SemiHard:
+    """Semi-hard negatives (Schroff et al., FaceNet, CVPR 2015): a random positive p per anchor
+    and a random negative n with d_ap < d_an < d_ap + margin; an anchor without such a negative
+    gets a random negative.
+    """
+    hyperparameters = {"margin": 0.2}
+
+    def __init__(self, margin):
+        self.margin = margin
+
+    @torch.no_grad()
+    def __call__(self, batch, labels):
+        anchors, positives, negatives = _valid_anchors(labels)
+        distances = torch.cdist(batch[anchors], batch)
+        positive = _draw(positives[anchors])
+        d_ap = distances.gather(1, positive[:, None])
+        semihard = negatives[anchors] & (distances > d_ap) & (distances < d_ap + self.margin)
+        return anchors, positive, _draw(_preferred_or_all(semihard, negatives[anchors]))
+
+
+@register_miner("softhard")
+class SoftHard:
+    """Soft-hard mining (Revisiting-DML): per anchor a random positive farther than its nearest
+    negative and a random negative nearer than its farthest positive; where there is none, a
+    random positive (negative) instead.
+    """
+    hyperparameters = {}
+
+    @torch.no_grad()
+    def __call__(self, batch, labels):
+        anchors, positives, negatives = _valid_anchors(labels)
+        positives, negatives = positives[anchors], negatives[anchors]
+        distances = torch.cdist(batch[anchors], batch)
+        nearest_negative = distances.masked_fill(~negatives, float("inf")).amin(dim=1, keepdim=True)
+        farthest_positive = distances.masked_fill(~positives, float("-inf")).amax(dim=1, keepdim=True)
+        hard_positives = positives & (distances > nearest_negative)
+        hard_negatives = negatives & (distances < farthest_positive)
+        return (anchors, _draw(_preferred_or_all(hard_positives, positives)),
+                _draw(_preferred_or_all(hard_negatives, negatives)))
+
+
+@register_miner("epshn")
+class EasyPositiveSemiHardNegative:
+    """Easy positive, semi-hard negative (Xuan et al., "Improved Embeddings with Easy Positive
+    Triplet Mining", WACV 2020): per anchor its most similar positive p, and the most similar
+    negative among those less similar than p (cosine similarity); anchors without one are dropped.
+    """
+    hyperparameters = {}
+
+    @torch.no_grad()
+    def __call__(self, batch, labels):
+        anchors, positives, negatives = _valid_anchors(labels)
+        normalized = F.normalize(batch[anchors], dim=1)
+        similarities = normalized @ F.normalize(batch, dim=1).T
+        positive_similarity, positive = similarities.masked_fill(~positives[anchors], float("-inf")).max(dim=1)
+        semihard = negatives[anchors] & (similarities < positive_similarity[:, None])
+        negative = similarities.masked_fill(~semihard, float("-inf")).argmax(dim=1)
+        kept = semihard.any(dim=1)
+        return anchors[kept], positive[kept], negative[kept]
+
+
+@register_miner("npair")
+class NPairs:
+    """N-pair tuples (Sohn, NeurIPS 2016), as in Revisiting-DML: per anchor one random positive,
+    and every sample of another class as its negatives.
+    """
+    hyperparameters = {}
+
+    @torch.no_grad()
+    def __call__(self, batch, labels):
+        anchors, positives, negatives = _valid_anchors(labels)
+        return anchors, _draw(positives[anchors]), negatives[anchors]
+
+
+@register_miner("lifted")
+class LiftedStructure:
+    """Lifted-structure sets (Song et al., CVPR 2016), as in Revisiting-DML: per anchor all of
+    its positives and all of its negatives.
+    """
+    hyperparameters = {}
+
+    @torch.no_grad()
+    def __call__(self, batch, labels):
+        anchors, positives, negatives = _valid_anchors(labels)
+        return anchors, positives[anchors], negatives[anchors]

@@ -1,6 +1,7 @@
 import torch
 from torch import nn
 
+from criteria.common import log1p_sum_exp, pair_masks
 from criteria.registry import register_criterion
 from diffusion import at_least_float32
 
@@ -25,9 +26,7 @@ class MultiSimilarity(nn.Module):
     def forward(self, batch, labels):
         batch = at_least_float32(batch)
         similarities = batch @ batch.T
-        same_label = labels[:, None] == labels[None, :]
-        positives = same_label & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-        negatives = ~same_label
+        positives, negatives = pair_masks(labels)
 
         mining = similarities.detach()
         hardest_positive = mining.masked_fill(~positives, float("inf")).amin(dim=1, keepdim=True)
@@ -42,10 +41,3 @@ class MultiSimilarity(nn.Module):
         # Dividing by max(count, 1) keeps a graph-connected zero when no anchor is kept.
         per_anchor = torch.where(kept_anchors, pos_term + neg_term, torch.zeros_like(pos_term))
         return per_anchor.sum() / kept_anchors.sum().clamp_min(1)
-
-
-def log1p_sum_exp(values, mask):
-    """log(1 + sum_j exp(values_ij)) over the masked entries of each row, overflow-safe."""
-    masked = values.masked_fill(~mask, float("-inf"))
-    with_one = torch.cat([torch.zeros_like(masked[:, :1]), masked], dim=1)
-    return torch.logsumexp(with_one, dim=1)

@@ -10,7 +10,8 @@ class SelfDistilledCriterion(nn.Module):
     """L = L_dml + (epoch / n_epochs) * kd_lambda * kd_tau^2 * KL(target || p) (SPEC section 1).
 
     `distillation` is None for the plain criterion. Otherwise a dict with kd_tau, kd_lambda,
-    n_epochs, diffusion_w (0 = PSD, > 0 = OBDP) and diffusion_tau.
+    n_epochs, diffusion_w (0 = PSD, > 0 = OBDP), diffusion_tau and optionally diffusion_options
+    (graph and solver keywords of diffusion.soft_targets).
     """
 
     def __init__(self, base, distillation=None):
@@ -40,15 +41,17 @@ class SelfDistilledCriterion(nn.Module):
             if teacher_batch is None:
                 raise ValueError("self-distillation at this epoch needs teacher_batch")
             kd = distillation_loss(batch, teacher_batch, self.distillation["kd_tau"],
-                                   self.distillation["diffusion_w"], self.distillation["diffusion_tau"])
+                                   self.distillation["diffusion_w"], self.distillation["diffusion_tau"],
+                                   **self.distillation.get("diffusion_options", {}))
             self.last_terms["kd"] = kd.detach()
             loss = loss + weight * kd
         return loss
 
 
-def distillation_loss(batch, teacher_batch, kd_tau, diffusion_w, diffusion_tau):
+def distillation_loss(batch, teacher_batch, kd_tau, diffusion_w, diffusion_tau, **diffusion_options):
     """KL(target || row_softmax(F F^T / kd_tau)), averaged over rows; the target has no gradient."""
     student = diffusion.at_least_float32(batch)
     log_p = torch.log_softmax(student @ student.T / kd_tau, dim=1)
-    target = diffusion.soft_targets(teacher_batch, kd_tau=kd_tau, w=diffusion_w, diffusion_tau=diffusion_tau)
+    target = diffusion.soft_targets(teacher_batch, kd_tau=kd_tau, w=diffusion_w, diffusion_tau=diffusion_tau,
+                                    **diffusion_options)
     return F.kl_div(log_p, target, reduction="batchmean")

@@ -4,6 +4,7 @@ import torch
 from torch.nn import functional as F
 
 import criteria
+from criteria import distances
 from criteria.margin import Margin
 from criteria.miners import DistanceWeighted, RandomTriplets
 from criteria.multisimilarity import MultiSimilarity
@@ -108,8 +109,8 @@ class FixedMiner:
 def test_margin_matches_loop_with_fixed_triplets(margin_value):
     embeddings, labels = embedded_batch(seed=4)
     triplets = [(0, 1, 3), (1, 2, 7), (4, 5, 0), (9, 10, 11), (6, 8, 2), (11, 9, 1)]
-    criterion = Margin(FixedMiner(triplets), n_classes=4, margin=margin_value, beta=1.2, beta_lr=5e-4,
-                       nu=0.0, beta_constant=False)
+    criterion = Margin(FixedMiner(triplets), distances.euclidean, n_classes=4, margin=margin_value, beta=1.2,
+                       beta_lr=5e-4, nu=0.0, beta_constant=False)
     with torch.no_grad():
         criterion.beta.copy_(torch.tensor([1.0, 1.2, 0.8, 1.5]))
     ours = value_and_grad(lambda e: criterion(e, labels), embeddings)
@@ -120,7 +121,7 @@ def test_margin_matches_loop_with_fixed_triplets(margin_value):
 
 def test_margin_beta_is_indexed_by_anchor_class_and_learns():
     embeddings, labels = embedded_batch(seed=5)
-    criterion = Margin(FixedMiner([(3, 4, 0)]), n_classes=4, margin=0.2, beta=1.2, beta_lr=5e-4,
+    criterion = Margin(FixedMiner([(3, 4, 0)]), distances.euclidean, n_classes=4, margin=0.2, beta=1.2, beta_lr=5e-4,
                        nu=0.0, beta_constant=False)
     criterion(embeddings, labels).backward()
     grad = criterion.beta.grad

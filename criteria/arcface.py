@@ -1,0 +1,42 @@
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from criteria.registry import register_criterion
+
+
+@register_criterion("arcface")
+class ArcFace(nn.Module):
+    """ArcFace (Deng et al., CVPR 2019), hyperparameters of Revisiting-DML: cross-entropy of
+    feature_scale * cos(theta_c), theta_c the angle between x and the learnt class weight w_c,
+    with theta_y + angular_margin (radians) for the true class y.
+    """
+    hyperparameters = {"lr": 5e-4, "angular_margin": 0.5, "feature_scale": 16.0}
+
+    def __init__(self, n_classes, embed_dim, lr, angular_margin, feature_scale):
+        super().__init__()
+        bound = 1 / math.sqrt(embed_dim)
+        self.class_map = nn.Parameter(torch.empty(n_classes, embed_dim).uniform_(-bound, bound))
+        self.lr = lr
+        self.angular_margin = angular_margin
+        self.feature_scale = feature_scale
+
+    def optim_groups(self):
+        return [{"params": [self.class_map], "lr": self.lr, "weight_decay": 0.0}]
+
+    def forward(self, batch, labels):
+        cosines = F.normalize(batch, dim=1) @ F.normalize(self.class_map, dim=1).T
+        return F.cross_entropy(self.feature_scale * with_angular_margin(cosines, labels, self.angular_margin), labels)
+
+
+def with_angular_margin(cosines, labels, margin):
+    """cos(theta + margin) in each row's true-class column. Where theta + margin would pass pi
+    the cosine stops decreasing; there, as in insightface, cos(theta) - margin sin(margin)."""
+    target = cosines.gather(1, labels[:, None])
+    sine = (1 - target.pow(2)).clamp_min(1e-12).sqrt()
+    shifted = torch.where(target > math.cos(math.pi - margin),
+                          target * math.cos(margin) - sine * math.sin(margin),
+                          target - margin * math.sin(margin))
+    return cosines.scatter(1, labels[:, None], shifted)

@@ -1,0 +1,33 @@
+from torch import nn
+from torch.nn import functional as F
+
+from criteria.common import masked_logsumexp, mean_or_zero
+from criteria.registry import register_criterion
+
+
+@register_criterion("lifted")
+class Lifted(nn.Module):
+    """Lifted structure loss (Song et al., CVPR 2016) in the per-anchor form of Revisiting-DML
+    (the generalised lifted loss of Hermans et al. 2017): the mean over anchors of
+    relu(log sum_p exp(d_ap) + log sum_n exp(neg_margin - d_an)), plus l2 times the mean
+    embedding norm (the embeddings need not be normalised).
+    """
+    hyperparameters = {"neg_margin": 1.0, "l2": 0.005}
+    default_miner = "lifted"
+    miners = ("lifted",)
+
+    def __init__(self, miner, distance, neg_margin, l2):
+        super().__init__()
+        self.miner = miner
+        self.distance = distance
+        self.neg_margin = neg_margin
+        self.l2 = l2
+
+    def forward(self, batch, labels):
+        anchors, positive_mask, negative_mask = self.miner(batch, labels)
+        if len(anchors) == 0:
+            return batch.sum() * 0
+        distances = self.distance(batch[anchors][:, None], batch[None])
+        per_anchor = F.relu(masked_logsumexp(distances, positive_mask)
+                            + masked_logsumexp(self.neg_margin - distances, negative_mask))
+        return mean_or_zero(per_anchor) + self.l2 * batch.norm(dim=1).mean()

@@ -1,0 +1,32 @@
+from torch import nn
+
+from criteria.common import log1p_sum_exp
+from criteria.registry import register_criterion
+
+
+@register_criterion("npair")
+class NPair(nn.Module):
+    """N-pair loss (Sohn, NeurIPS 2016), as in Revisiting-DML: the mean over anchors a with
+    positive p of log(1 + sum_n exp(f_a . f_n - f_a . f_p)), n over the other classes, plus l2
+    times the mean embedding norm (inner products of unnormalised embeddings).
+    """
+    hyperparameters = {"l2": 0.005}
+    default_miner = "npair"
+    miners = ("npair",)
+
+    def __init__(self, miner, l2):
+        super().__init__()
+        self.miner = miner
+        self.l2 = l2
+
+    def forward(self, batch, labels):
+        anchors, positives, negative_mask = self.miner(batch, labels)
+        if len(anchors) == 0:
+            return batch.sum() * 0
+        logits = npair_logits(batch[anchors], batch[positives], batch)
+        return log1p_sum_exp(logits, negative_mask).mean() + self.l2 * batch.norm(dim=1).mean()
+
+
+def npair_logits(anchor_embeddings, positive_embeddings, batch):
+    """f_a . f_n - f_a . f_p for every anchor a (rows) and sample n (columns)."""
+    return anchor_embeddings @ batch.T - (anchor_embeddings * positive_embeddings).sum(dim=1, keepdim=True)

@@ -1,0 +1,36 @@
+from torch import nn
+from torch.nn import functional as F
+
+from criteria.miners import TRIPLET_MINERS
+from criteria.registry import register_criterion
+
+
+@register_criterion("snr")
+class SignalToNoise(nn.Module):
+    """Signal-to-noise ratio triplet loss (Yuan et al., CVPR 2019), as in Revisiting-DML.
+
+    The SNR distance of a pair is var(f_j - f_a) / var(f_a) (variance over the embedding
+    dimensions, unbiased). Over mined triplets: the sum of relu(snr_ap - snr_an + margin)
+    divided by the number of non-zero terms, plus reg_lambda * mean_a |sum_d f_a,d|.
+    """
+    hyperparameters = {"margin": 0.2, "reg_lambda": 0.005}
+    default_miner = "distance"
+    miners = TRIPLET_MINERS
+
+    def __init__(self, miner, margin, reg_lambda):
+        super().__init__()
+        self.miner = miner
+        self.margin = margin
+        self.reg_lambda = reg_lambda
+
+    def forward(self, batch, labels):
+        anchors, positives, negatives = self.miner(batch, labels)
+        if len(anchors) == 0:
+            return batch.sum() * 0
+        anchor_embeddings = batch[anchors]
+        anchor_variance = anchor_embeddings.var(dim=1)
+        snr_ap = (anchor_embeddings - batch[positives]).var(dim=1) / anchor_variance
+        snr_an = (anchor_embeddings - batch[negatives]).var(dim=1) / anchor_variance
+        triplet_terms = F.relu(snr_ap - snr_an + self.margin)
+        snr_loss = triplet_terms.sum() / (triplet_terms > 0).sum().clamp_min(1)
+        return snr_loss + self.reg_lambda * anchor_embeddings.sum(dim=1).abs().mean()

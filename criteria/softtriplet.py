@@ -1,0 +1,51 @@
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from criteria.registry import register_criterion
+
+
+@register_criterion("softtriplet")
+class SoftTriple(nn.Module):
+    """SoftTriple loss (Qian et al., ICCV 2019) with the hyperparameters of Revisiting-DML.
+
+    n_centroids learnt unit centres w_c^k per class. The similarity of x to class c is
+    S_c = sum_k softmax_k(x . w_c^k / gamma) x . w_c^k; the loss is the cross-entropy of
+    la * (S - margin_delta on the true class) plus reg_weight * sum over centre pairs of one
+    class of sqrt(2 + 1e-5 - 2 w_c^k . w_c^l), divided by n_classes * K * (K - 1) (as in the
+    authors' code). Embeddings are L2-normalised.
+    """
+    hyperparameters = {"lr": 1e-5, "n_centroids": 2, "margin_delta": 0.01, "gamma": 0.1, "la": 8.0,
+                       "reg_weight": 0.2}
+
+    def __init__(self, n_classes, embed_dim, lr, n_centroids, margin_delta, gamma, la, reg_weight):
+        super().__init__()
+        bound = 1 / math.sqrt(n_classes * n_centroids)
+        self.centroids = nn.Parameter(torch.empty(n_classes * n_centroids, embed_dim).uniform_(-bound, bound))
+        self.n_classes = n_classes
+        self.lr = lr
+        self.n_centroids = n_centroids
+        self.margin_delta = margin_delta
+        self.gamma = gamma
+        self.la = la
+        self.reg_weight = reg_weight
+
+    def optim_groups(self):
+        return [{"params": [self.centroids], "lr": self.lr, "weight_decay": 0.0}]
+
+    def forward(self, batch, labels):
+        centroids = F.normalize(self.centroids, dim=1)
+        to_centroids = (F.normalize(batch, dim=1) @ centroids.T).view(len(batch), self.n_classes, self.n_centroids)
+        class_similarity = (torch.softmax(to_centroids / self.gamma, dim=2) * to_centroids).sum(dim=2)
+        margins = self.margin_delta * F.one_hot(labels, self.n_classes).to(class_similarity.dtype)
+        loss = F.cross_entropy(self.la * (class_similarity - margins), labels)
+        if self.n_centroids > 1:
+            per_class = centroids.view(self.n_classes, self.n_centroids, -1)
+            centroid_similarity = per_class @ per_class.transpose(1, 2)
+            pairs = torch.triu(torch.ones(self.n_centroids, self.n_centroids, dtype=torch.bool,
+                                          device=batch.device), diagonal=1)
+            spread = (2.00001 - 2 * centroid_similarity[:, pairs]).sqrt().sum()
+            loss = loss + self.reg_weight * spread / (self.n_classes * self.n_centroids * (self.n_centroids - 1))
+        return loss
