@@ -1,10 +1,14 @@
-"""Retrieval and clustering metrics of a set of embeddings.
+"""Embedding extraction, exact kNN search and the metrics of a set of embeddings.
 
-`compute(features, labels, names)` returns {name: value}. Names: `e_recall@k` (euclidean
-kNN), `c_recall@k` (cosine kNN), `nmi` (k-means with one cluster per class of the evaluated
-set). The kNN lists and the k-means assignment are computed once and shared by every metric.
+`compute(features, labels, names)` returns {name: value}; the names and their definitions
+are in evaluation.metrics (`usage()` lists them). Shared ingredients (kNN lists, k-means
+assignments, the full ranking) are derived once per call and serve every metric. The PNG
+reports are in evaluation.reports; the commands are `python -m evaluation.reports`,
+`python -m evaluation.export` and `python -m evaluation.classify`.
 """
 from evaluation.features import embed
-from evaluation.metrics import check_names, compute, default_metrics
+from evaluation.metrics import check_names, compute, default_metrics, ranking_metrics, usage
+from evaluation.neighbours import diffusion_reranked, nearest_neighbours, search
 
-__all__ = ["check_names", "compute", "default_metrics", "embed"]
+__all__ = ["check_names", "compute", "default_metrics", "diffusion_reranked", "embed", "nearest_neighbours",
+           "ranking_metrics", "search", "usage"]

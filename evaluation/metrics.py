@@ -1,11 +1,54 @@
+"""Metrics of a set of embeddings, by the names users pass in --evaluation_metrics.
+
+Each metric declares the ingredients it needs: kNN lists of the euclidean features (or of
+the L2-normalised ones for c_recall) to some depth, the k-means assignment, the full
+ranking, or a search against a reference split. `compute` asks every requested metric for
+its needs, then derives each ingredient once, at the largest depth asked for, and serves
+every metric from it. Queries are always left out of their own ranking; among equal
+distances the lower index ranks first (evaluation.neighbours).
+"""
+import math
 import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
 
 import faiss
 import numpy as np
+from scipy.stats import entropy
 from sklearn.metrics import normalized_mutual_info_score
 
-METRIC_PATTERN = re.compile(r"^(?:(?P<distance>[ec])_recall@(?P<k>[1-9]\d*)|nmi)$")
-QUERY_CHUNK = 4096
+from errors import UserError
+from evaluation.neighbours import full_ranking_positive_ranks, nearest_neighbours, search
+from evaluation.voting import majority_vote
+
+DEFAULT_VOTES = 20  # neighbours voting in knn_top<m> (the k-NN monitor of DINO / InstDisc)
+ROW_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class Metric:
+    usage: str  # how --help and error messages show the name
+    regex: re.Pattern
+    value: Callable  # value(evaluation, **params) -> float
+    needs: Callable  # needs(evaluation, **params) -> {ingredient: depth}
+    ranking: bool  # computed from kNN lists, so a re-ranking (--evaluation_diffusion) changes it
+
+
+METRICS: list[Metric] = []
+
+
+def register(pattern: str, usage: str, needs: Callable = lambda evaluation, **params: {}, ranking=False):
+    def add(value):
+        METRICS.append(Metric(usage, re.compile(f"^(?:{pattern})$"), value, needs, ranking))
+        return value
+
+    return add
+
+
+def ranking_metrics(names):
+    """The names among `names` computed from kNN lists (all but clustering, spectra, distances, map)."""
+    return [name for name in names if _parse(name)[0].ranking]
 
 
 def default_metrics(dataset):
@@ -14,65 +57,302 @@ def default_metrics(dataset):
     return [f"e_recall@{k}" for k in ks] + ["nmi"]
 
 
+def usage() -> str:
+    return ", ".join(metric.usage for metric in METRICS)
+
+
 def check_names(names):
     """ValueError naming the first unknown metric and the valid patterns."""
     for name in names:
-        if not METRIC_PATTERN.match(name):
-            raise ValueError(f"unknown metric {name!r}; valid: e_recall@K, c_recall@K (K >= 1), nmi")
+        _parse(name)
 
 
-def compute(features, labels, names, seed=0):
-    check_names(names)
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    labels = np.asarray(labels)
-    results = {}
-    recall_ks = {"e": [], "c": []}
-    for name in names:
-        match = METRIC_PATTERN.match(name)
-        if match["distance"]:
-            recall_ks[match["distance"]].append(int(match["k"]))
-    for distance, ks in recall_ks.items():
-        if not ks:
-            continue
-        searched = features if distance == "e" else _l2_normalised(features)
-        first_hit = _first_hit_rank(searched, labels, max(ks))
-        for k in ks:
-            results[f"{distance}_recall@{k}"] = float(np.mean(first_hit < k))
-    if "nmi" in names:
-        clusters = _kmeans(features, len(np.unique(labels)), seed)
-        results["nmi"] = float(normalized_mutual_info_score(labels, clusters))
-    return {name: results[name] for name in names}
+def _parse(name):
+    for metric in METRICS:
+        match = metric.regex.match(name)
+        if match:
+            params = {key: int(value) if value is not None and value.lstrip("-").isdigit() else value
+                      for key, value in match.groupdict().items()}
+            return metric, params
+    raise ValueError(f"unknown metric {name!r}; valid: {usage()} (K >= 1)")
+
+
+def compute(features, labels, names, seed=0, neighbours=None, reference=None):
+    """{name: value} for each metric in `names`.
+
+    neighbours: a callable (features, k) -> (N x k) int indices, nearest first, self excluded,
+        that replaces the exact search (nearest_neighbours) for every kNN-based metric; the
+        full-ranking metric map calls it with k = N - 1.
+    reference: (features, labels) of a reference split that the knn_top metrics vote from;
+        by default they vote leave-one-out within the evaluated set.
+    """
+    requested = [(name, *_parse(name)) for name in names]
+    evaluation = Evaluation(features, labels, seed, neighbours, reference)
+    for _, metric, params in requested:
+        evaluation.require(metric.needs(evaluation, **params))
+    return {name: float(metric.value(evaluation, **params)) for name, metric, params in requested}
+
+
+@dataclass(frozen=True)
+class PositiveRanks:
+    """0-based ranks of each query's same-class rows in its ranking (the query left out), sorted
+    by query then rank; complete down to the depth of the lists they come from."""
+    query: np.ndarray
+    rank: np.ndarray
+    n_queries: int
+
+    def first(self):
+        """Rank of each query's nearest same-class row; inf where none lies within depth."""
+        starts = np.searchsorted(self.query, np.arange(self.n_queries))
+        found = np.bincount(self.query, minlength=self.n_queries) > 0
+        first = np.full(self.n_queries, np.inf)
+        first[found] = self.rank[starts[found]]
+        return first
+
+    def count_below(self, cutoff):
+        """Per query: same-class rows ranked below `cutoff` (a number or one per query)."""
+        keep = self.rank < np.broadcast_to(cutoff, (self.n_queries,))[self.query]
+        return np.bincount(self.query[keep], minlength=self.n_queries)
+
+    def precision_sum(self, cutoff):
+        """Per query: sum of precision@(rank + 1) over its same-class rows ranked below `cutoff`."""
+        starts = np.searchsorted(self.query, np.arange(self.n_queries))
+        hits_so_far = np.arange(len(self.query)) - starts[self.query] + 1
+        keep = self.rank < np.broadcast_to(cutoff, (self.n_queries,))[self.query]
+        return np.bincount(self.query[keep], weights=(hits_so_far / (self.rank + 1))[keep],
+                           minlength=self.n_queries)
+
+
+class Evaluation:
+    """The evaluated set and the ingredients its metrics share, each derived at most once."""
+
+    def __init__(self, features, labels, seed=0, neighbours=None, reference=None):
+        self.features = np.ascontiguousarray(features, dtype=np.float32)
+        self.n = len(self.features)
+        if not np.isfinite(self.features).all():
+            raise UserError(f"{np.count_nonzero(~np.isfinite(self.features).all(1))} of {self.n} embeddings hold NaN "
+                            "or inf values: the network diverged; lower --lr or --kd_lambda")
+        labels = np.asarray(labels)
+        if reference is None:
+            self.labels = np.unique(labels, return_inverse=True)[1].reshape(-1)
+            self.reference = None
+        else:
+            reference_features, reference_labels = reference
+            codes = np.unique(np.concatenate([labels, np.asarray(reference_labels)]), return_inverse=True)[1]
+            self.labels, reference_codes = codes[:self.n], codes[self.n:]
+            self.reference = (np.ascontiguousarray(reference_features, dtype=np.float32), reference_codes)
+        counts = np.bincount(self.labels)
+        self.n_classes = int(np.count_nonzero(counts))
+        self.class_sizes = counts[self.labels]  # the query included
+        self.positives = self.class_sizes - 1  # R: same-class rows in the query's ranking
+        self.seed = seed
+        self.custom_neighbours = neighbours
+        self.depth = {}
+        self._lists = {}
+        self._ranks = {}
+
+    def require(self, needs):
+        for ingredient, depth in needs.items():
+            self.depth[ingredient] = max(self.depth.get(ingredient, 0), depth)
+
+    def neighbour_lists(self, space):
+        """N x depth indices of each row's nearest other rows, in `space` (euclidean or cosine)."""
+        if space not in self._lists:
+            depth = self.depth.get(space, 0)
+            if space == "euclidean" and self.custom_neighbours is not None and "full" in self.depth:
+                depth = self.n - 1  # one call of the custom search serves every metric
+            depth = int(min(depth, self.n - 1))
+            searched = self.features if space == "euclidean" else _l2_normalised(self.features)
+            find = self.custom_neighbours or nearest_neighbours
+            lists = np.asarray(find(searched, depth)) if depth > 0 else np.empty((self.n, 0), dtype=np.int64)
+            if lists.shape != (self.n, depth):
+                raise ValueError(f"the neighbours callable returned shape {lists.shape} for k={depth}, "
+                                 f"expected {(self.n, depth)}")
+            self._lists[space] = lists
+        return self._lists[space]
+
+    def ranks(self, space="euclidean"):
+        if space not in self._ranks:
+            lists = self.neighbour_lists(space)
+            queries, ranks = [], []
+            for start in range(0, self.n, ROW_CHUNK):
+                hits = self.labels[lists[start:start + ROW_CHUNK]] == self.labels[start:start + ROW_CHUNK, None]
+                query, rank = np.nonzero(hits)
+                queries.append(query + start)
+                ranks.append(rank)
+            self._ranks[space] = PositiveRanks(np.concatenate(queries), np.concatenate(ranks), self.n)
+        return self._ranks[space]
+
+    @cached_property
+    def full_ranks(self):
+        if self.custom_neighbours is not None:
+            return self.ranks("euclidean")
+        query, rank = full_ranking_positive_ranks(self.features, self.labels)
+        return PositiveRanks(query, rank, self.n)
+
+    def vote_labels(self, k):
+        """Labels of the k nearest rows each query votes with: reference rows, or other evaluated rows."""
+        if self.reference is None:
+            return self.labels[self.neighbour_lists("euclidean")[:, :k]]
+        return self.reference[1][self.reference_lists[:, :k]]
+
+    @cached_property
+    def reference_lists(self):
+        return search(self.features, self.reference[0], self.depth["reference"])
+
+    @cached_property
+    def clusters(self):
+        return _kmeans(self.features, self.n_classes, self.seed)
+
+
+def _space(letter):
+    return "cosine" if letter == "c" else "euclidean"
+
+
+def _mean_over(values, mask):
+    return float(np.mean(values[mask])) if mask.any() else math.nan
+
+
+@register(r"(?P<space>[ec])_recall@(?P<k>[1-9]\d*)", "e_recall@K, c_recall@K",
+          needs=lambda evaluation, space, k: {_space(space): k}, ranking=True)
+def recall(evaluation, space, k):
+    """Share of queries with a same-class row among their k nearest (euclidean, or cosine for c_)."""
+    return np.mean(evaluation.ranks(_space(space)).first() < k)
+
+
+@register(r"precision@(?P<k>[1-9]\d*)", "precision@K", needs=lambda evaluation, k: {"euclidean": k}, ranking=True)
+def precision(evaluation, k):
+    """Mean share of same-class rows among the k retrieved (all N - 1 others when k is larger)."""
+    retrieved = min(k, evaluation.n - 1)
+    if retrieved == 0:
+        return 0.0
+    return np.mean(evaluation.ranks().count_below(k) / retrieved)
+
+
+def _needs_r(evaluation):
+    return {"euclidean": int(evaluation.positives.max(initial=0))}
+
+
+@register(r"mAP@R", "mAP@R", needs=_needs_r, ranking=True)
+def map_at_r(evaluation):
+    """MAP@R (Musgrave et al. 2020): per query with R = class size - 1 > 0 other same-class rows,
+    (1/R) sum_{i<=R} precision@i * [i-th retrieved is same-class]; queries with R = 0 are left out."""
+    r = evaluation.positives
+    return _mean_over(evaluation.ranks().precision_sum(r) / np.maximum(r, 1), r > 0)
+
+
+@register(r"r_precision", "r_precision", needs=_needs_r, ranking=True)
+def r_precision(evaluation):
+    """Share of same-class rows among the R retrieved, R = class size - 1; queries with R = 0 left out."""
+    r = evaluation.positives
+    return _mean_over(evaluation.ranks().count_below(r) / np.maximum(r, 1), r > 0)
+
+
+@register(r"map", "map", needs=lambda evaluation: {"full": 1})
+def mean_average_precision(evaluation):
+    """Average precision over the whole ranking of the N - 1 others, normalised by R = class size - 1;
+    queries with R = 0 left out."""
+    r = evaluation.positives
+    return _mean_over(evaluation.full_ranks.precision_sum(np.inf) / np.maximum(r, 1), r > 0)
+
+
+@register(r"mAP_c", "mAP_c", needs=lambda evaluation: {"euclidean": int(evaluation.class_sizes.max())}, ranking=True)
+def map_c(evaluation):
+    """Revisiting-DML's mAP_c: average precision over the n_c nearest, normalised by the class size
+    n_c (the query included, as there), averaged over all queries."""
+    sizes = evaluation.class_sizes
+    return np.mean(evaluation.ranks().precision_sum(sizes) / sizes)
+
+
+@register(r"mAP_(?P<k>[1-9]\d*)", "mAP_K (e.g. mAP_1000)", needs=lambda evaluation, k: {"euclidean": k}, ranking=True)
+def map_at_k(evaluation, k):
+    """Revisiting-DML's mAP_1000 for any K: average precision over the K nearest, normalised by
+    the class size n_c (the query included, as there), averaged over all queries."""
+    return np.mean(evaluation.ranks().precision_sum(k) / evaluation.class_sizes)
+
+
+def _needs_votes(evaluation, top, k):
+    return {"euclidean" if evaluation.reference is None else "reference": k or DEFAULT_VOTES}
+
+
+@register(r"knn_top(?P<top>[1-9]\d*)(?:@(?P<k>[1-9]\d*))?", "knn_top1, knn_top5 (knn_topM@K: K voters)",
+          needs=_needs_votes, ranking=True)
+def knn_accuracy(evaluation, top, k):
+    """Top-`top` accuracy of a majority vote of the k nearest (default DEFAULT_VOTES): those of the
+    reference split when one is given, else the other rows of the evaluated set (leave-one-out)."""
+    predictions = majority_vote(evaluation.vote_labels(k or DEFAULT_VOTES), top)
+    return np.mean((predictions == evaluation.labels[:, None]).any(1))
+
+
+@register(r"nmi", "nmi", needs=lambda evaluation: {"kmeans": 1})
+def nmi(evaluation):
+    """NMI of k-means (one cluster per class of the evaluated set) against the classes."""
+    return normalized_mutual_info_score(evaluation.labels, evaluation.clusters)
+
+
+@register(r"f1", "f1", needs=lambda evaluation: {"kmeans": 1})
+def clustering_f1(evaluation):
+    """Pair-counting F1 of the same k-means (Revisiting-DML's f1): precision = same-class share of
+    the pairs in one cluster, recall = share of same-class pairs that share a cluster."""
+    _, pair_counts = np.unique(np.stack([evaluation.labels, evaluation.clusters]), axis=1, return_counts=True)
+    together = _pairs(pair_counts)
+    if together == 0:
+        return 0.0
+    precision = together / _pairs(np.bincount(evaluation.clusters))
+    recall = together / _pairs(np.bincount(evaluation.labels))
+    return 2 * precision * recall / (precision + recall)
+
+
+def _pairs(counts):
+    counts = np.asarray(counts, dtype=np.float64)
+    return float(np.sum(counts * (counts - 1) / 2))
+
+
+@register(r"dists@(?P<mode>intra|inter|intra_over_inter)", "dists@intra, dists@inter, dists@intra_over_inter")
+def distances(evaluation, mode):
+    """Revisiting-DML's dists: intra = mean over classes of the mean cosine distance between two
+    different members (a class of one takes the largest value of the others); inter = mean cosine
+    distance between two different classes' (normalised) mean embeddings."""
+    if mode == "intra_over_inter":
+        return distances(evaluation, "intra") / max(distances(evaluation, "inter"), 1e-8)
+    labels = evaluation.labels
+    if mode == "intra":
+        unit = _l2_normalised(evaluation.features).astype(np.float64)
+        sums = np.zeros((labels.max() + 1, unit.shape[1]))
+        np.add.at(sums, labels, unit)
+        sizes = np.bincount(labels).astype(np.float64)
+        self_similarity = np.bincount(labels, weights=np.square(unit).sum(1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_class = 1 - (np.square(sums).sum(1) - self_similarity) / (sizes * (sizes - 1))
+        per_class = per_class[sizes > 0]
+        defined = np.isfinite(per_class)
+        if not defined.any():
+            return math.nan
+        per_class[~defined] = per_class[defined].max()
+        return np.mean(per_class)
+    centres = np.zeros((labels.max() + 1, evaluation.features.shape[1]))
+    np.add.at(centres, labels, evaluation.features.astype(np.float64))
+    centres = _l2_normalised(centres[np.bincount(labels) > 0])
+    n = len(centres)
+    if n < 2:
+        return math.nan
+    return 1 - (np.square(centres.sum(0)).sum() - np.square(centres).sum()) / (n * (n - 1))
+
+
+@register(r"rho_spectrum@(?P<k>-?[1-9]\d*)", "rho_spectrum@K (K != 0)")
+def rho_spectrum(evaluation, k):
+    """Revisiting-DML's spectral decay: singular values s of the (uncentred) embeddings, the first
+    |K| - 1 dropped, normalised to sum 1; KL(uniform || s) for K > 0, KL(s || uniform) for K < 0.
+    All min(N, D) singular values are used (Revisiting's CPU path drops the smallest one, an
+    artefact of TruncatedSVD, its GPU path does not)."""
+    singular_values = np.linalg.svd(evaluation.features.astype(np.float64), compute_uv=False)[abs(k) - 1:]
+    spectrum = singular_values / singular_values.sum()
+    uniform = np.full(len(spectrum), 1 / len(spectrum))
+    return entropy(uniform, spectrum) if k > 0 else entropy(spectrum, uniform)
 
 
 def _l2_normalised(features):
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-
-
-def nearest_neighbours(features, k):
-    """Indices (N x k) of each row's k nearest other rows by euclidean distance, nearest first.
-
-    Exact search in chunks of queries, so memory stays O(N k). The query itself is never its
-    own neighbour, even when duplicates tie with it at distance 0.
-    """
-    k = min(k, len(features) - 1)
-    index = faiss.IndexFlatL2(features.shape[1])
-    index.add(features)
-    neighbours = np.empty((len(features), k), dtype=np.int64)
-    for start in range(0, len(features), QUERY_CHUNK):
-        queries = np.arange(start, min(start + QUERY_CHUNK, len(features)))
-        _, found = index.search(features[queries], k + 1)
-        # Stable sort moves the query to the end of its row wherever the search put it.
-        is_self = found == queries[:, None]
-        order = np.argsort(is_self, axis=1, kind="stable")
-        neighbours[queries] = np.take_along_axis(found, order, axis=1)[:, :k]
-    return neighbours
-
-
-def _first_hit_rank(features, labels, k):
-    """Rank (0-based) of the first neighbour sharing the query's label; k when none in the top k."""
-    neighbour_labels = labels[nearest_neighbours(features, k)]
-    hits = neighbour_labels == labels[:, None]
-    return np.where(hits.any(axis=1), hits.argmax(axis=1), k)
 
 
 def _kmeans(features, n_clusters, seed):

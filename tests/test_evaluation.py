@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
+import diffusion
 import evaluation
 from evaluation.metrics import nearest_neighbours
 
@@ -37,7 +38,7 @@ def test_recall_is_monotone_and_chunking_changes_nothing(monkeypatch):
     labels = rng.integers(0, 20, size=300)
     names = ["e_recall@1", "e_recall@2", "e_recall@4", "e_recall@8"]
     whole = evaluation.compute(features, labels, names)
-    monkeypatch.setattr("evaluation.metrics.QUERY_CHUNK", 7)
+    monkeypatch.setattr("evaluation.neighbours.QUERY_CHUNK", 7)
     assert evaluation.compute(features, labels, names) == whole
     values = [whole[name] for name in names]
     assert values == sorted(values)
@@ -72,3 +73,16 @@ def test_metric_names_are_checked():
         evaluation.check_names(["recall@1"])
     assert evaluation.default_metrics("online_products")[:4] == ["e_recall@1", "e_recall@10", "e_recall@100",
                                                                 "e_recall@1000"]
+
+
+def test_diffusion_reranking_feeds_the_ranking_metrics_only():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(10), 8)
+    features = (rng.normal(size=(10, 16))[labels] + rng.normal(size=(80, 16))).astype(np.float32)
+    assert evaluation.ranking_metrics(["e_recall@1", "nmi", "mAP@R", "map", "dists@intra"]) == ["e_recall@1",
+                                                                                                 "mAP@R"]
+    reranked = evaluation.compute(features, labels, ["e_recall@1", "e_recall@4"],
+                                  neighbours=evaluation.diffusion_reranked(graph_k=5, shortlist=20))
+    by_hand = diffusion.rerank(features, nearest_neighbours(features, 20), 4, graph_k=5)
+    hits = labels[by_hand] == labels[:, None]
+    assert reranked == {"e_recall@1": pytest.approx(hits[:, 0].mean()), "e_recall@4": pytest.approx(hits.any(1).mean())}

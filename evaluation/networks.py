@@ -1,0 +1,104 @@
+"""Embedding networks from checkpoint files, in either of two formats:
+
+- this codebase's: a dict with "network" (the state dict), "arch", "embed_dim" and "config";
+- the paper's published net.pth files: a bare state dict of a module holding the ResNet under
+  `model.` in pretrainedmodels naming (`model.conv1.weight` ... `model.last_linear.weight/bias`),
+  plus duplicate entries `layer_blocks.0..3.*` aliasing layer1..layer4, which are dropped.
+
+Files are read with torch.load(weights_only=True); every problem is a one-line UserError.
+"""
+from dataclasses import dataclass, field
+
+import torch
+
+import architectures
+import checkpoints
+import datasets
+from architectures.embedding_network import EmbeddingNetwork
+from datasets.transforms import Preprocessing
+from errors import UserError
+
+PAPER_ARCH = "resnet50_frozen_normalize"
+ALIAS_PREFIX = "layer_blocks."
+HEAD_WEIGHT = "model.last_linear.weight"
+UNREADABLE_SUFFIXES = "whether it was trained with _normalize or _double cannot be read from the weights"
+
+
+@dataclass
+class Checkpoint:
+    network: EmbeddingNetwork
+    arch: str
+    embed_dim: int
+    kind: str  # "codebase" or "paper"
+    config: dict = field(default_factory=dict)  # the training run's flags (codebase format only)
+
+
+def load(path, arch=None, embed_dim=None):
+    """The network stored at `path`. For the paper's format `arch` defaults to PAPER_ARCH and
+    `embed_dim` to the file's; this codebase's files record both (and the head), and flags that
+    contradict them are an error."""
+    content = checkpoints.read(path)
+    if isinstance(content.get("network"), dict):
+        for flag, given in (("arch", arch), ("embed_dim", embed_dim)):
+            if given is not None and content.get(flag) is not None and given != content[flag]:
+                raise UserError(f"{path} holds a network with arch {content.get('arch')} and embed_dim "
+                                f"{content.get('embed_dim')}, not --{flag} {given}; drop --{flag} or change it")
+        network = architectures.from_checkpoint(content, path)
+        return Checkpoint(network.eval(), network.arch, network.embed_dim, "codebase", content.get("config") or {})
+    state = {key.removeprefix("module."): value for key, value in content.items()}
+    state = {key: value for key, value in state.items() if not key.startswith(ALIAS_PREFIX)}
+    arch = arch or PAPER_ARCH
+    embed_dim = embed_dim or _stored_embed_dim(state)
+    if embed_dim is None:
+        raise UserError(f"{path} has no {HEAD_WEIGHT} to read embed_dim from; pass --embed_dim")
+    try:
+        network = architectures.select(arch, int(embed_dim), pretrained=False)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    _load_state(network, state, path)
+    return Checkpoint(network.eval(), arch, int(embed_dim), "paper")
+
+
+def _stored_embed_dim(state):
+    weight = state.get(HEAD_WEIGHT)
+    return int(weight.shape[0]) if torch.is_tensor(weight) and weight.dim() == 2 else None
+
+
+def _load_state(network, state, path):
+    expected = network.state_dict()
+    missing = [key for key in expected if key not in state and not key.endswith("num_batches_tracked")]
+    unexpected = [key for key in state if key not in expected]
+    wrong_shape = [key for key in state if key in expected and
+                   (not torch.is_tensor(state[key]) or state[key].shape != expected[key].shape)]
+    if missing or unexpected or wrong_shape:
+        example = (missing or unexpected or wrong_shape)[0]
+        raise UserError(f"{path} does not fit --arch {network.arch} --embed_dim {network.embed_dim} "
+                        f"({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong_shape)} wrong-shape "
+                        f"keys, e.g. {example}): it holds {describe(state)}")
+    # strict=False: files from before PyTorch 0.4 lack num_batches_tracked, BatchNorm fills it in.
+    network.load_state_dict(state, strict=False)
+
+
+def describe(state):
+    """What a state dict holds, as far as the weights tell: backbone and embed_dim."""
+    embed_dim = _stored_embed_dim(state)
+    shapes = {key: tuple(value.shape) for key, value in state.items() if torch.is_tensor(value)}
+    for name in architectures.names():
+        backbone = architectures.BACKBONES[name]
+        reference = {f"model.{key}": tuple(value.shape) for key, value in backbone.build().state_dict().items()
+                     if not key.startswith(f"{backbone.classifier}.") and not key.endswith("num_batches_tracked")}
+        if all(shapes.get(key) == shape for key, shape in reference.items()):
+            return f"a {name} with embed_dim {embed_dim} ({UNREADABLE_SUFFIXES})"
+    return f"a network this codebase does not build (embed_dim {embed_dim}, first key {next(iter(state), None)})"
+
+
+def evaluation_transform(checkpoint):
+    """The evaluation preprocessing of the network's backbone, with the overrides of the dataset it
+    was trained on (e.g. digits' small crops)."""
+    overrides = dict(architectures.preprocessing(checkpoint.arch))
+    dataset = checkpoint.config.get("dataset")
+    if dataset in datasets.LOADERS:
+        overrides |= datasets.LOADERS[dataset].preprocessing
+    preprocessing = Preprocessing(**{key: value for key, value in overrides.items()
+                                     if key in Preprocessing.__dataclass_fields__})
+    return preprocessing.evaluation(checkpoint.config.get("augmentation", "base"))

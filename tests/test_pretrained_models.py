@@ -1,0 +1,130 @@
+"""Test_pretrained_models.py on the paper's checkpoint format and on this codebase's."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch.nn import functional as F
+
+import architectures
+import datasets
+import Test_pretrained_models
+from datasets.image_dataset import load_rgb
+from datasets.transforms import Preprocessing
+from tests.images import write_class_tree
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CUB_CLASSES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross",
+               "004.Groove_billed_Ani", "005.Crested_Auklet", "006.Least_Auklet"]
+
+
+def paper_checkpoint(resnet, embed_dim):
+    """A state dict as the paper released them: the ResNet under model. with the classifier as
+    model.last_linear, plus layer_blocks.0..3 aliasing layer1..layer4. `resnet.fc` becomes the head."""
+    resnet.fc = torch.nn.Linear(resnet.fc.in_features, embed_dim)
+    state = {f"model.{key.replace('fc.', 'last_linear.', 1) if key.startswith('fc.') else key}": value
+             for key, value in resnet.state_dict().items()}
+    for block in range(4):
+        for key, value in getattr(resnet, f"layer{block + 1}").state_dict().items():
+            state[f"layer_blocks.{block}.{key}"] = value
+    return state
+
+
+@pytest.fixture(scope="module")
+def cub_tree(tmp_path_factory):
+    return write_class_tree(tmp_path_factory.mktemp("data") / "cub200", CUB_CLASSES, images_per_class=3)
+
+
+def test_paper_checkpoint_gives_the_recall_of_embeddings_computed_directly(cub_tree, tmp_path):
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet50()
+    path = tmp_path / "net.pth"
+    torch.save(paper_checkpoint(resnet, 128), path)
+    result = subprocess.run([sys.executable, "Test_pretrained_models.py", "--dataset", "cub200", "--source",
+                             str(cub_tree), "--checkpoint", str(path), "--arch", "resnet50_frozen_normalize",
+                             "--embed_dim", "128", "--kernels", "0", "--save_embeddings", str(tmp_path / "e.npy")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "net_test.json").read_text())
+    assert report["format"] == "paper" and report["images"] == 9
+    assert set(report["metrics"]) == {"e_recall@1", "e_recall@2", "e_recall@4", "e_recall@8", "nmi", "mAP@R"}
+    assert f"{report['metrics']['e_recall@1']:.4f}" in result.stdout
+
+    # The same network by hand: torchvision's forward with fc as the head, then L2 normalisation.
+    paths = datasets.select("cub200", str(cub_tree))["test"].paths
+    transform = Preprocessing().evaluation("base")
+    labels = np.repeat(np.arange(3), 3)
+    with torch.no_grad():
+        direct = F.normalize(resnet.eval()(torch.stack([transform(load_rgb(p)) for p in paths])), dim=1).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), direct, atol=1e-5)
+    distances = ((direct[:, None] - direct[None]) ** 2).sum(-1)
+    np.fill_diagonal(distances, np.inf)
+    assert report["metrics"]["e_recall@1"] == pytest.approx(np.mean(labels[distances.argmin(1)] == labels))
+
+
+def run_in_process(argv, capsys):
+    try:
+        Test_pretrained_models.main(argv)
+    except SystemExit as stop:
+        captured = capsys.readouterr()
+        return stop.code, captured.out, captured.err
+    captured = capsys.readouterr()
+    return 0, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_a_checkpoint_of_another_network_says_what_it_holds(tmp_path, capsys):
+    path = tmp_path / "net.pth"
+    torch.save(paper_checkpoint(torchvision.models.resnet18(), 32), path)
+    code, _, err = run_in_process(["--dataset", "digits", "--checkpoint", str(path), "--arch",
+                                   "resnet50_frozen_normalize", "--embed_dim", "128"], capsys)
+    assert_one_line_error(code, err, "resnet18 with embed_dim 32", "_double cannot be read", "--arch resnet50")
+
+
+def test_published_checkpoints_are_found_by_the_paper_flags(cub_tree, tmp_path, capsys):
+    folder = tmp_path / "NMI" / "OBDSD_d512" / "cub200"
+    folder.mkdir(parents=True)
+    torch.save(paper_checkpoint(torchvision.models.resnet18(), 512), folder / "net.pth")
+    argv = ["--dataset", "cub200", "--source", str(cub_tree), "--PSD", "--OBDP", "--embed_dim", "512",
+            "--selected_by", "NMI", "--results_root", str(tmp_path), "--arch", "resnet18_frozen_normalize_double",
+            "--kernels", "0"]
+    code, out, err = run_in_process(argv, capsys)
+    assert code == 0, err
+    assert "note: the paper trained OBDSD_d512 with --arch resnet50_frozen_normalize_double" in err
+    report = json.loads((folder / "net_test.json").read_text())
+    assert report["arch"] == "resnet18_frozen_normalize_double" and report["embed_dim"] == 512
+    assert 0 <= report["metrics"]["mAP@R"] <= 1 and report["images"] == 9
+
+    code, _, err = run_in_process(["--dataset", "digits", "--PSD", "--results_root", str(tmp_path)], capsys)
+    assert_one_line_error(code, err, os.path.join(str(tmp_path), "Recall", "PSD", "digits", "net.pth"))
+    code, _, err = run_in_process(["--dataset", "digits"], capsys)
+    assert_one_line_error(code, err, "--PSD", "--checkpoint")
+
+
+def test_this_codebases_checkpoints_carry_their_arch(cub_tree, tmp_path, capsys):
+    network = architectures.select("resnet18_normalize", 16, pretrained=False)
+    path = tmp_path / "checkpoint_best_e_recall@1.pth"
+    torch.save({"network": network.state_dict(), "arch": "resnet18_normalize", "embed_dim": 16, "epoch": 3,
+                "config": {"dataset": "digits"}}, path)
+    out_file = tmp_path / "result.json"
+    code, out, err = run_in_process(["--dataset", "cub200", "--source", str(cub_tree), "--checkpoint", str(path),
+                                     "--kernels", "0", "--evaluation_metrics", "e_recall@1", "mAP@R", "--out",
+                                     str(out_file)], capsys)
+    assert code == 0, err
+    assert json.loads(out_file.read_text())["format"] == "codebase" and "codebase format" in out
+    code, _, err = run_in_process(["--dataset", "digits", "--checkpoint", str(path), "--embed_dim", "32"], capsys)
+    assert_one_line_error(code, err, "embed_dim 16", "--embed_dim 32")
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    code, _, err = run_in_process(["--dataset", "digits", "--checkpoint", str(tmp_path / "broken.pth")], capsys)
+    assert_one_line_error(code, err, "broken.pth", "not a readable checkpoint")

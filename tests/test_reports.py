@@ -1,0 +1,122 @@
+"""The PNG reports, the embedding export and the k-NN classification commands."""
+import csv
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import architectures
+from datasets.image_dataset import ImageDataset
+from evaluation import classify, export, networks, reports
+from tests.images import write_class_tree
+
+
+def clustered(n_classes=6, per_class=8, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_classes), per_class)
+    features = rng.normal(size=(n_classes, dim))[labels] * 3 + rng.normal(size=(len(labels), dim))
+    return features.astype(np.float32), labels
+
+
+def colours(path):
+    pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
+    return {tuple(colour) for colour in np.unique(pixels, axis=0)}
+
+
+def hex_rgb(colour):
+    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def test_every_report_of_a_run(tmp_path):
+    features, labels = clustered()
+    features[labels == 5] = features[labels == 4]  # two classes on top of each other: some red borders
+    pixels = np.random.default_rng(0).integers(0, 256, (len(labels), 8, 8), dtype=np.uint8)
+    dataset = ImageDataset(labels, [f"class {c}" for c in range(6)], pixels=pixels)
+    metrics_csv = tmp_path / "metrics.csv"
+    metrics_csv.write_text("epoch,split,e_recall@1,e_recall@2,nmi,best_for\n0,test,0.5,0.6,0.3,e_recall@1\n"
+                           "1,test,0.7,0.8,0.4,e_recall@1\n")
+    written = reports.write_reports(tmp_path / "reports", features, labels, dataset, "test", metrics_csv,
+                                    tsne_points=30, tsne_iterations=250)
+    assert sorted(written) == ["confusion_test", "recall_curves", "retrieval_test", "similarity_test", "tsne_test"]
+    for path in written.values():
+        assert Image.open(path).size[0] > 100
+    grid_colours = colours(written["retrieval_test"])
+    assert hex_rgb(reports.MATCH) in grid_colours and hex_rgb(reports.MISMATCH) in grid_colours
+    # Without images or features only what the inputs allow is drawn.
+    assert sorted(reports.write_reports(tmp_path / "only", metrics_csv=metrics_csv)) == ["recall_curves"]
+
+
+def test_run_reports_use_the_test_split(tmp_path):
+    features, labels = clustered()
+    (tmp_path / "metrics.csv").write_text("epoch,split,e_recall@1\n0,val,0.5\n0,test,0.4\n")
+    written = reports.write_run_reports(str(tmp_path), {"val": (features[:5], labels[:5], None),
+                                                        "test": (features, labels, None)})
+    assert sorted(written) == ["confusion_test", "recall_curves", "similarity_test", "tsne_test"]
+
+
+def test_confusion_matrix_with_many_classes_keeps_those_with_most_errors(tmp_path, monkeypatch):
+    features, labels = clustered(n_classes=40, per_class=3)
+    drawn = {}
+    monkeypatch.setattr(reports, "_save", lambda figure, path: drawn.setdefault("figure", figure) and path)
+    reports.confusion_matrix(features, labels, None, tmp_path / "c.png", k=2, max_classes=5)
+    axes = drawn["figure"].axes[0]
+    assert len(axes.get_yticklabels()) == 5 and axes.get_xticklabels()[-1].get_text() == "other"
+
+
+@pytest.fixture(scope="module")
+def checkpoint_file(tmp_path_factory):
+    """A run's checkpoint on a small generated tree of the folder layout (the test split: 9 images)."""
+    tree = write_class_tree(tmp_path_factory.mktemp("data"), [f"class_{c}" for c in range(6)], images_per_class=3)
+    torch.manual_seed(0)
+    network = architectures.select("resnet18_normalize", 16, pretrained=False)
+    path = tmp_path_factory.mktemp("run") / "checkpoint_last.pth"
+    torch.save({"network": network.state_dict(), "arch": "resnet18_normalize", "embed_dim": 16, "epoch": 1,
+                "config": {"dataset": "folder", "source": str(tree)}}, path)
+    return path
+
+
+def test_report_command_on_a_checkpoint(checkpoint_file, tmp_path):
+    (checkpoint_file.parent / "metrics.csv").write_text("epoch,split,e_recall@1\n0,test,0.5\n1,test,0.6\n")
+    reports.main(["--checkpoint", str(checkpoint_file), "--kernels", "0"])
+    folder = checkpoint_file.parent / "checkpoint_last_reports"
+    assert sorted(os.listdir(folder)) == ["confusion_test.png", "recall_curves.png", "retrieval_test.png",
+                                          "similarity_test.png", "tsne_test.png"]
+
+
+def test_export_and_classify_image_folders(checkpoint_file, tmp_path):
+    reference = write_class_tree(tmp_path / "reference", ["cat", "dog", "owl"], images_per_class=3) / "images"
+    queries = tmp_path / "queries"
+    for name in ("cat", "owl"):
+        shutil.copytree(reference / name, queries / name)  # each query's nearest reference image is itself
+    shutil.copy(reference / "dog" / "img_1.jpg", queries / "unlabelled.jpg")
+
+    export.main(["--checkpoint", str(checkpoint_file), "--images", str(queries), "--out", str(tmp_path / "e"),
+                 "--kernels", "0"])
+    features = np.load(tmp_path / "e.npy")
+    with open(tmp_path / "e.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert features.shape == (7, 16) and [row["class"] for row in rows] == ["cat"] * 3 + ["owl"] * 3 + [""]
+    checkpoint = networks.load(str(checkpoint_file))
+    image = networks.evaluation_transform(checkpoint)(Image.open(rows[4]["path"]).convert("RGB"))
+    with torch.no_grad():
+        np.testing.assert_allclose(features[4], checkpoint.network(image[None])[0].numpy(), atol=1e-5)
+
+    classify.main(["--checkpoint", str(checkpoint_file), "--reference", str(reference), "--images", str(queries),
+                   "--k", "1", "--out", str(tmp_path / "p"), "--kernels", "0"])
+    with open(tmp_path / "p.csv") as handle:
+        predictions = list(csv.DictReader(handle))
+    assert [row["prediction"] for row in predictions] == ["cat"] * 3 + ["owl"] * 3 + ["dog"]
+    report = (tmp_path / "p_report.txt").read_text()
+    assert "6 labelled images" in report and "owl" in report and "1.00" in report
+
+
+def test_classify_refuses_an_unlabelled_reference(checkpoint_file, tmp_path, capsys):
+    write_class_tree(tmp_path, ["cat"], images_per_class=1)
+    shutil.copy(tmp_path / "images" / "cat" / "img_0.jpg", tmp_path / "images" / "loose.jpg")
+    with pytest.raises(SystemExit) as stop:
+        classify.main(["--checkpoint", str(checkpoint_file), "--reference", str(tmp_path / "images"), "--images",
+                       str(tmp_path / "images")])
+    assert stop.value.code == 2 and "class folders" in capsys.readouterr().err
