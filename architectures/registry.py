@@ -1,24 +1,38 @@
-"""Backbones by command-line name, filled by the @register decorator in resnet.py."""
+"""Backbones by command-line name, filled by the @register decorator of each backbone file."""
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
-from torchvision.models import WeightsEnum
+
+from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+def imagenet_preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD, channel_order="RGB", input_range=1.0) -> dict:
+    """The dataset transform a backbone's ImageNet weights expect: 224-pixel crops of images resized to 256."""
+    return {"crop_size": 224, "resize_size": 256, "mean": tuple(mean), "std": tuple(std),
+            "channel_order": channel_order, "input_range": input_range}
 
 
 @dataclass(frozen=True)
 class Backbone:
-    build: Callable[[], nn.Module]  # a randomly initialised torchvision ResNet
-    weights: WeightsEnum  # ImageNet weights: their URL names the cached file
-    legacy_file: str  # the same weights under the older file name pretrainedmodels used
+    """How to build a backbone, run it up to its last feature map, and find its ImageNet weights."""
+    build: Callable[[], nn.Module]  # randomly initialised, with its ImageNet classifier still attached
+    features: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # images -> last feature map
+    classifier: str  # attribute holding the ImageNet classifier, which the embedding head replaces
+    library: str  # whose weights files these are: torchvision or pretrainedmodels
+    url: str  # the ImageNet weights; the torch hub cache keeps them under the URL's file name
+    preprocessing: dict  # input size, channel order and normalisation the weights were trained with
+    other_files: tuple[str, ...] = ()  # the same weights under the older names pretrainedmodels used
+    unused_weights: tuple[str, ...] = ()  # key prefixes of the weights file the backbone has no module for
 
 
 BACKBONES: dict[str, Backbone] = {}
 
 
-def register(name: str, weights: WeightsEnum, legacy_file: str):
+def register(name: str, **backbone):
     def add(build):
-        BACKBONES[name] = Backbone(build, weights, legacy_file)
+        BACKBONES[name] = Backbone(build, **backbone)
         return build
 
     return add

@@ -1,11 +1,29 @@
 """Image preprocessing: the training augmentations and the evaluation resize + centre crop."""
 from dataclasses import dataclass
 
+import torch
 from torchvision import transforms as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUGMENTATIONS = ("base", "adv", "big", "red")
+CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+@dataclass(frozen=True)
+class ToInputRange:
+    """[0, 1] tensor pixels to [0, input_range] (255 for networks ported from Caffe)."""
+    input_range: float
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return image * self.input_range
+
+
+class ToBGR:
+    """RGB tensor channels in BGR order."""
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return image.flip(0)
 
 
 @dataclass(frozen=True)
@@ -17,6 +35,14 @@ class Preprocessing:
     std: tuple = IMAGENET_STD
     flip: bool = True  # off where a mirrored image belongs to another class (digits)
     crop_scale: tuple = (0.08, 1.0)
+    # The input a backbone's weights were trained on: BN-Inception, ported from Caffe, expects BGR
+    # pixels in [0, 255], with mean and std given in that order and scale.
+    channel_order: str = "RGB"
+    input_range: float = 1.0
+
+    def __post_init__(self):
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {', '.join(CHANNEL_ORDERS)}, not {self.channel_order!r}")
 
     def training(self, augmentation: str) -> T.Compose:
         crop = self._crop(augmentation)
@@ -43,4 +69,9 @@ class Preprocessing:
         return max(self.resize_size, crop)
 
     def _to_normalised_tensor(self, steps: list) -> T.Compose:
-        return T.Compose([*steps, T.ToTensor(), T.Normalize(self.mean, self.std)])
+        steps = [*steps, T.ToTensor()]
+        if self.input_range != 1:
+            steps.append(ToInputRange(self.input_range))
+        if self.channel_order == "BGR":
+            steps.append(ToBGR())
+        return T.Compose([*steps, T.Normalize(self.mean, self.std)])

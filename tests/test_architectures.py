@@ -10,6 +10,7 @@ from torch import nn
 
 import architectures
 from errors import UserError
+from tests.test_backbones import one_thread  # noqa: F401  (an autouse fixture)
 
 IMAGE_SIZE = 64
 EMBED_DIM = 16
@@ -49,7 +50,8 @@ def offline(monkeypatch, tmp_path):
 
 
 def test_names_come_from_the_registry():
-    assert architectures.names() == ["resnet18", "resnet50"]
+    assert architectures.names() == ["bninception", "googlenet", "resnet18", "resnet34", "resnet50", "resnet101",
+                                     "se_resnext50"]
 
 
 @pytest.mark.parametrize("suffixes", list(all_suffix_combinations()))
