@@ -10,23 +10,30 @@ import copy
 import csv
 import datetime
 import json
-import math
 import os
 import random
+import shutil
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import architectures
+import checkpoints
 import criteria
 import datasampler
 import datasets
 import evaluation
 import parameters
+from datasampler.seeded import SeededBatches, SeededSamples
 from errors import UserError, one_line
+
+# Flags that do not change what a run computes: a resumed run may set them differently.
+OPERATIONAL_FLAGS = {"resume", "resume_force", "overwrite", "kernels", "gpu", "log_online", "project", "group",
+                     "save_path", "savename"}
 
 
 def main(argv=None):
@@ -39,53 +46,90 @@ def main(argv=None):
 
 
 def train(opt):
+    configure_determinism(opt.deterministic)
     seed_everything(opt.seed)
     device = select_device(opt.gpu)
     splits = datasets.select(opt.dataset, opt.source, augmentation=opt.augmentation,
                              use_tv_split=opt.use_tv_split, tv_split_perc=opt.tv_split_perc,
-                             tv_split_by_samples=opt.tv_split_by_samples)
+                             tv_split_by_samples=opt.tv_split_by_samples, on_bad_image=opt.on_bad_image,
+                             workers=opt.kernels, **architectures.preprocessing(opt.arch))
+    bad_files = sorted({path for dataset in splits.values() for path in dataset.bad_files})
+    if bad_files:
+        print(f"skipped {len(bad_files)} files that are not readable images (first: {bad_files[0]})")
     model = architectures.select(opt.arch, opt.embed_dim, pretrained=not opt.not_pretrained,
-                                 pretrained_weights=opt.pretrained_weights).to(device)
+                                 pretrained_weights=opt.pretrained_weights, head=opt.head).to(device)
     criterion = criteria.select(opt, n_classes=splits["train"].n_classes).to(device)
     optimizer = build_optimizer(opt, model, criterion)
     scheduler = (torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=opt.tau, gamma=opt.gamma)
                  if opt.scheduler == "step" else None)
-    sampler = datasampler.select(opt.data_sampler, splits["train"].labels, opt.bs,
-                                 opt.samples_per_class, opt.seed)
+    sampler = SeededBatches(datasampler.select(opt.data_sampler, splits["train"].labels, opt.bs,
+                                               opt.samples_per_class, opt.seed))
+    # Loaders draw their worker seeds from their own generators, not from the training RNG.
     loader_options = {"num_workers": opt.kernels, "pin_memory": device.type == "cuda",
                       "persistent_workers": opt.kernels > 0}
-    train_loader = torch.utils.data.DataLoader(splits["train"], batch_sampler=sampler, **loader_options)
-    eval_loaders = {split: torch.utils.data.DataLoader(dataset, batch_size=opt.bs, shuffle=False, **loader_options)
+    train_loader = torch.utils.data.DataLoader(SeededSamples(splits["train"]), batch_sampler=sampler,
+                                               generator=torch.Generator(), **loader_options)
+    eval_loaders = {split: torch.utils.data.DataLoader(dataset, batch_size=opt.bs, shuffle=False,
+                                                       generator=torch.Generator(), **loader_options)
                     for split, dataset in splits.items() if split != "train"}
     # The teacher is the student as it was at the end of the previous epoch, kept in memory.
     teacher = copy.deepcopy(model).eval().requires_grad_(False) if criterion.distillation else None
 
     run = Run(opt, selection_split="val" if "val" in eval_loaders else "test")
+    run.bad_files = len(bad_files)
+    state = run.resume_state()
+    if state is not None:
+        restore_training(state, model, teacher, criterion, optimizer, scheduler, run)
     run.online_log_start()
     print(f"run folder: {run.folder}\ntrain: {len(splits['train'])} images, {splits['train'].n_classes} classes | "
           + " | ".join(f"{split}: {len(loader.dataset)} images" for split, loader in eval_loaders.items()))
-    run.evaluate(0, model, eval_loaders, device)
-    for epoch in range(opt.n_epochs):
+    if state is None:
+        run.evaluate(0, model, eval_loaders, device)
+        run.save_training_state(0, model, criterion, optimizer, scheduler)
+    for epoch in range(run.epoch, opt.n_epochs):
+        model.set_backbone_trainable(epoch >= opt.freeze_backbone_epochs)
         sampler.set_epoch(epoch)
-        losses = train_one_epoch(model, teacher, criterion, optimizer, train_loader, device, epoch, opt.n_epochs)
+        losses = train_one_epoch(model, teacher, criterion, optimizer, train_loader, device, epoch, opt.n_epochs,
+                                 opt.skip_nonfinite, run.last_checkpoint)
+        run.skipped_batches += losses["skipped_batches"]
         if scheduler is not None:
             scheduler.step()
         if teacher is not None:
             teacher.load_state_dict(model.state_dict())
         run.log_training(epoch + 1, losses, optimizer)
         run.evaluate(epoch + 1, model, eval_loaders, device)
-        run.save_checkpoint("checkpoint_last.pth", model, epoch + 1)
+        run.save_training_state(epoch + 1, model, criterion, optimizer, scheduler)
     run.finish()
     return run
 
 
-def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch, n_epochs):
-    """Mean loss terms of one epoch; the teacher only runs when its term has weight."""
+def restore_training(state, model, teacher, criterion, optimizer, scheduler, run):
+    """Put a resumed run back where its checkpoint_last.pth left it."""
+    architectures.load_weights(model, state, run.last_checkpoint)
+    if teacher is not None:
+        teacher.load_state_dict(model.state_dict())
+    criterion.load_state_dict(state["criterion"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict({**state["scheduler"], "milestones": Counter(state["scheduler"]["milestones"])})
+    checkpoints.restore_rng(state["rng"])
+    run.epoch, run.best, run.skipped_batches = state["epoch"], state["best"], state["skipped_batches"]
+    run.wandb_id = state.get("wandb_id")
+    print(f"resuming {run.folder} after epoch {run.epoch}")
+
+
+def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch, n_epochs,
+                    skip_nonfinite=False, last_checkpoint=None):
+    """Mean loss terms of one epoch; the teacher only runs when its term has weight.
+
+    A non-finite loss stops the run, naming the epoch and iteration, unless skip_nonfinite:
+    then the batch is skipped and counted.
+    """
     model.train()
     use_teacher = teacher is not None and criterion.needs_teacher(epoch)
-    totals, steps = {"loss": 0.0, "dml": 0.0, "kd": 0.0}, 0
+    totals, steps, skipped = {"loss": 0.0, "dml": 0.0, "kd": 0.0}, 0, 0
     progress = tqdm(loader, desc=f"epoch {epoch + 1}/{n_epochs}", leave=False, disable=None)
-    for images, labels in progress:
+    for iteration, (images, labels) in enumerate(progress, start=1):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         teacher_batch = None
@@ -93,6 +137,13 @@ def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch,
             with torch.no_grad():
                 teacher_batch = teacher(images)
         loss = criterion(batch=model(images), labels=labels, teacher_batch=teacher_batch, epoch=epoch)
+        if not torch.isfinite(loss):
+            if not skip_nonfinite:
+                raise UserError(f"the loss became {loss.item()} in epoch {epoch + 1}, iteration {iteration}; "
+                                f"the last good checkpoint {last_checkpoint} is kept; lower --lr or "
+                                "--kd_lambda, or pass --skip_nonfinite to skip such batches")
+            skipped += 1
+            continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -101,8 +152,7 @@ def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch,
         steps += 1
     means = {term: float(total) / max(steps, 1) for term, total in totals.items()}
     means["kd_weight"] = criterion.distillation_weight(epoch)
-    if not math.isfinite(means["loss"]):
-        raise UserError(f"the loss became {means['loss']} in epoch {epoch + 1}; lower --lr or --kd_lambda")
+    means["skipped_batches"] = skipped
     return means
 
 
@@ -115,6 +165,16 @@ def build_optimizer(opt, model, criterion):
     return torch.optim.SGD(groups, lr=opt.lr, weight_decay=opt.decay, momentum=0.9)
 
 
+def configure_determinism(deterministic):
+    if not deterministic:
+        return
+    # cuBLAS needs this before its first call to be deterministic.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
@@ -123,7 +183,12 @@ def seed_everything(seed):
 
 def select_device(gpus):
     if not torch.cuda.is_available():
+        if gpus is not None:
+            raise UserError(f"--gpu {gpus[0]} was asked for but this machine has no CUDA GPU; "
+                            "drop --gpu to train on the CPU")
         return torch.device("cpu")
+    if gpus is None:
+        return torch.device("cuda:0")
     if gpus[0] >= torch.cuda.device_count():
         raise UserError(f"--gpu {gpus[0]} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     return torch.device(f"cuda:{gpus[0]}")
@@ -135,10 +200,23 @@ class Run:
     def __init__(self, opt, selection_split):
         self.opt = opt
         self.selection_split = selection_split
-        self.folder = new_run_folder(opt.save_path, opt.savename or
-                                     f"{opt.dataset}_{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}")
         self.config = vars(opt).copy()
+        if opt.resume is not None and os.path.exists(os.path.join(resume_folder(opt), "config.json")):
+            self.folder = resume_folder(opt)
+            check_resumable_config(self.folder, self.config, opt.resume_force)
+        elif opt.resume is not None:
+            # A job that always passes --resume starts its run the first time.
+            self.folder = resume_folder(opt)
+            os.makedirs(self.folder, exist_ok=True)
+        else:
+            self.folder = new_run_folder(opt.save_path, opt.savename or
+                                         f"{opt.dataset}_{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}",
+                                         opt.overwrite)
         write_json(os.path.join(self.folder, "config.json"), self.config)
+        self.epoch = 0
+        self.skipped_batches = 0
+        self.bad_files = 0
+        self.wandb_id = None
         self.metric_names = list(opt.evaluation_metrics)
         self.best = {}
         self.history = []
@@ -152,13 +230,51 @@ class Run:
         if os.environ.get("WANDB_MODE") not in ("offline", "disabled") and not os.environ.get("WANDB_API_KEY"):
             raise UserError("--log_online needs WANDB_API_KEY in the environment (or WANDB_MODE=offline)")
         import wandb
-        self.wandb = wandb.init(project=self.opt.project, group=self.opt.group or None,
-                                name=os.path.basename(self.folder), config=self.config, dir=self.folder)
+        self.wandb = wandb.init(project=self.opt.project, group=self.opt.group or None, id=self.wandb_id,
+                                resume="allow", name=os.path.basename(self.folder), config=self.config,
+                                dir=self.folder)
+        self.wandb_id = self.wandb.id
+
+    @property
+    def last_checkpoint(self):
+        return os.path.join(self.folder, "checkpoint_last.pth")
+
+    def resume_state(self):
+        """checkpoint_last.pth of a resumed run (None when starting afresh), with the run's tables
+        cut back to that checkpoint's epoch: rows written after it are written again."""
+        resumable = self.opt.resume is not None and os.path.exists(self.last_checkpoint)
+        state = checkpoints.load(self.last_checkpoint) if resumable else None
+        for table in ("metrics.csv", "training.csv"):
+            truncate_csv(os.path.join(self.folder, table), -1 if state is None else state["epoch"])
+        self.history = [{**row, "epoch": int(row["epoch"]), **{name: float(row[name]) for name in self.metric_names}}
+                        for row in read_csv(os.path.join(self.folder, "metrics.csv"))]
+        return state
+
+    def save_training_state(self, epoch, model, criterion, optimizer, scheduler):
+        """checkpoint_last.pth with all a resumed run needs; also checkpoint_epoch_<N>.pth per --save_every."""
+        state = {"criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
+                 "rng": checkpoints.rng_state(), "best": self.best, "skipped_batches": self.skipped_batches,
+                 "wandb_id": self.wandb_id}
+        if scheduler is not None:
+            # weights_only loading accepts plain dicts, not the scheduler's Counter of milestones.
+            state["scheduler"] = {**scheduler.state_dict(), "milestones": dict(scheduler.milestones)}
+        self.epoch = epoch
+        self.save_checkpoint("checkpoint_last.pth", model, epoch, state)
+        if self.opt.save_every and epoch and epoch % self.opt.save_every == 0:
+            self.save_checkpoint(f"checkpoint_epoch_{epoch}.pth", model, epoch, state)
 
     def evaluate(self, epoch, model, loaders, device):
+        self.evaluated = {}  # the latest embeddings of each split, for the reports at the end
         for split, loader in loaders.items():
             features, labels = evaluation.embed(model, loader, device, description=f"embedding {split}")
             metrics = evaluation.compute(features, labels, self.metric_names, seed=self.opt.seed)
+            if self.opt.evaluation_diffusion:
+                reranked = evaluation.compute(features, labels, evaluation.ranking_metrics(self.metric_names),
+                                              neighbours=evaluation.diffusion_reranked(
+                                                  self.opt.evaluation_diffusion_k, self.opt.evaluation_diffusion_w,
+                                                  self.opt.evaluation_diffusion_shortlist))
+                metrics |= {f"{name}+diffusion": value for name, value in reranked.items()}
+            self.evaluated[split] = (features, labels, loader.dataset)
             improved = self._update_best(epoch, split, metrics, model)
             row = {"epoch": epoch, "split": split, **metrics, "best_for": " ".join(improved)}
             self.history.append(row)
@@ -194,10 +310,10 @@ class Run:
         if self.wandb is not None:
             self.wandb.log({f"train/{term}": value for term, value in losses.items()} | {"epoch": epoch})
 
-    def save_checkpoint(self, filename, model, epoch):
-        checkpoint = {"network": model.state_dict(), "arch": self.opt.arch, "embed_dim": self.opt.embed_dim,
-                      "epoch": epoch, "config": self.config}
-        save_atomically(checkpoint, os.path.join(self.folder, filename))
+    def save_checkpoint(self, filename, model, epoch, training_state=None):
+        checkpoint = {"network": model.state_dict(), **architectures.describe(model), "epoch": epoch,
+                      "config": self.config, **(training_state or {})}
+        checkpoints.save(checkpoint, os.path.join(self.folder, filename))
 
     def finish(self):
         final = {row["split"]: {name: row[name] for name in self.metric_names}
@@ -207,9 +323,16 @@ class Run:
             at_best = {row["split"]: {m: row[m] for m in self.metric_names}
                        for row in self.history if row["epoch"] == record["epoch"]}
             best[name] = {**record, "metrics": at_best}
+        if not self.opt.no_reports:
+            from evaluation.reports import write_run_reports  # matplotlib only when a run ends
+
+            reports = write_run_reports(self.folder, getattr(self, "evaluated", {}), self.opt.seed, self.wandb)
+            print(f"reports: {', '.join(os.path.basename(path) for path in reports.values())}")
         summary = {"run_folder": self.folder, "selection_split": self.selection_split,
                    "epochs": self.opt.n_epochs, "best": best, "final": final,
-                   "train_seconds": round(time.time() - self.started, 1)}
+                   "train_seconds": round(time.time() - self.started, 1),
+                   "skipped_batches": self.skipped_batches, "bad_files": self.bad_files,
+                   "disk_bytes": folder_size(self.folder)}
         write_json(os.path.join(self.folder, "summary.json"), summary)
         if self.wandb is not None:
             self.wandb.summary.update({f"best/{name}": record["value"] for name, record in best.items()})
@@ -219,34 +342,93 @@ class Run:
         print(f"run saved in {self.folder}")
 
 
-def new_run_folder(save_path, name):
-    """A fresh folder: an existing run is never overwritten, a suffix is added instead."""
+def new_run_folder(save_path, name, overwrite=False):
+    """A fresh folder. An existing run is never overwritten silently: the new run gets a suffixed
+    name, unless overwrite asks to replace it."""
     try:
         os.makedirs(save_path, exist_ok=True)
     except OSError as error:
-        raise UserError(f"cannot create --save_path {save_path}: {error.strerror}") from None
+        raise UserError(f"cannot create --save_path {save_path}: {error.strerror}; choose a writable folder") from None
+    if not os.access(save_path, os.W_OK):
+        raise UserError(f"--save_path {save_path} is not writable; choose a writable folder")
     folder, suffix = os.path.join(save_path, name), 1
+    if overwrite and os.path.isdir(folder):
+        shutil.rmtree(folder)
     while True:
         try:
             os.makedirs(folder)
-            return folder
+            break
         except FileExistsError:
             folder, suffix = os.path.join(save_path, f"{name}_{suffix}"), suffix + 1
+    if suffix > 1:
+        print(f"{os.path.join(save_path, name)} exists: this run goes to {folder} "
+              "(--resume continues the existing run, --overwrite replaces it)")
+    return folder
 
 
-def save_atomically(obj, path):
-    """torch.save into a temporary file, flushed and renamed: a crash leaves the old file intact."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+def folder_size(folder):
+    """Bytes of the files under `folder`."""
+    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names)
+
+
+def resume_folder(opt):
+    """The run folder --resume names, else --save_path/--savename, else the newest run in --save_path."""
+    if opt.resume:
+        folder = opt.resume
+    elif opt.savename:
+        folder = os.path.join(opt.save_path, opt.savename)
+    else:
+        runs = [entry.path for entry in os.scandir(opt.save_path)
+                if entry.is_dir() and os.path.exists(os.path.join(entry.path, "config.json"))] \
+            if os.path.isdir(opt.save_path) else []
+        if not runs:
+            raise UserError(f"--resume found no run in {opt.save_path}; name one with --resume RUN_DIR")
+        folder = max(runs, key=os.path.getmtime)
+    if os.path.isdir(folder) and os.listdir(folder) and not os.path.exists(os.path.join(folder, "config.json")):
+        raise UserError(f"--resume {folder}: not a run folder (no config.json)")
+    return folder
+
+
+def check_resumable_config(folder, config, force):
+    with open(os.path.join(folder, "config.json")) as handle:
+        # A flag added since the run was saved counts as left at its default.
+        saved = {**vars(parameters.build_parser().parse_args([])), **json.load(handle)}
+    differing = sorted(key for key in set(saved) | set(config)
+                       if key not in OPERATIONAL_FLAGS and saved.get(key) != config.get(key))
+    if differing and not force:
+        changes = ", ".join(f"{key}: {saved.get(key)!r} -> {config.get(key)!r}" for key in differing)
+        raise UserError(f"the flags differ from the run in {folder} ({changes}); "
+                        "repeat its flags or pass --resume_force")
 
 
 def write_json(path, content):
     with open(path, "w") as handle:
         json.dump(content, handle, indent=2)
+
+
+def read_csv(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def truncate_csv(path, last_epoch):
+    """Keep the complete rows of epochs <= last_epoch (a killed run can leave a half-written line)."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames
+        kept = [row for row in reader if None not in row.values() and None not in row
+                and row["epoch"].isdigit() and int(row["epoch"]) <= last_epoch]
+    if not kept:
+        os.remove(path)
+        return
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
 
 
 def append_csv(path, row):

@@ -11,6 +11,7 @@ import architectures
 import criteria
 import datasampler
 import datasets
+import diffusion
 import evaluation
 
 
@@ -27,9 +28,21 @@ def build_parser():
     run.add_argument("--save_path", default="Training_Results", help="runs are stored under it")
     run.add_argument("--savename", default="", help="run folder name (default: dataset and time)")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--gpu", type=int, nargs="+", default=[0], help="CUDA device; CPU when none exists")
+    run.add_argument("--gpu", type=int, nargs="+", default=None,
+                     help="CUDA device (default: the first GPU if there is one, else the CPU)")
     run.add_argument("--kernels", type=int, default=min(8, os.cpu_count() or 1), help="dataloader workers")
     run.add_argument("--n_epochs", type=int, default=150)
+    run.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
+                     help="continue a run from its checkpoint_last.pth (default: --save_path/--savename, "
+                          "else the newest run there)")
+    run.add_argument("--resume_force", action="store_true", help="resume even if the flags differ from the run's")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run folder of that name")
+    run.add_argument("--save_every", type=int, default=0,
+                     help="also keep checkpoint_epoch_<N>.pth every N epochs (0: only last and best)")
+    run.add_argument("--deterministic", action="store_true",
+                     help="deterministic algorithms only (torch.use_deterministic_algorithms and cuDNN)")
+    run.add_argument("--skip_nonfinite", action="store_true",
+                     help="skip batches whose loss is not finite (and count them) instead of stopping")
 
     optimisation = parser.add_argument_group("optimisation")
     optimisation.add_argument("--optim", default="adam", choices=["adam", "sgd"])
@@ -50,6 +63,12 @@ def build_parser():
     network.add_argument("--not_pretrained", action="store_true", help="random initialisation")
     network.add_argument("--pretrained_weights", default=None,
                          help="ImageNet weights file (default: the torch hub cache)")
+    network.add_argument("--head", default="linear", choices=list(architectures.HEADS),
+                         help="embedding head: linear projection (the paper's), + BatchNorm1d, "
+                              "two-layer MLP, or residual MLP block + projection")
+    network.add_argument("--freeze_backbone_epochs", type=int, default=0, metavar="N",
+                         help="train only the head for the first N epochs (backbone weights and BatchNorm "
+                              "statistics fixed)")
 
     data = parser.add_argument_group("data")
     data.add_argument("--bs", type=int, default=112, help="batch size")
@@ -61,12 +80,17 @@ def build_parser():
     data.add_argument("--tv_split_perc", type=float, default=0.8, help="share of training data kept for training")
     data.add_argument("--tv_split_by_samples", action="store_true",
                       help="split every class's images instead of splitting the classes")
+    data.add_argument("--on_bad_image", default="fail", choices=datasets.BAD_IMAGE_POLICIES,
+                      help="a file that is not a readable image stops the run, or is skipped and counted")
 
     loss = parser.add_argument_group("criterion")
-    loss.add_argument("--loss", default="multisimilarity", choices=criteria.names())
+    loss.add_argument("--loss", default="multisimilarity", type=criteria.loss_name,
+                      help=f"one of {', '.join(criteria.names())}, or pml:<LossClass> of pytorch-metric-learning")
     loss.add_argument("--batch_mining", default=None, choices=sorted(criteria.MINERS),
                       help="miner of tuple losses (default: the criterion's own)")
-    for name, criterion_class in sorted(criteria.CRITERIA.items()):
+    loss.add_argument("--distance", default=None, choices=sorted(criteria.distances.DISTANCES),
+                      help="distance of the distance-based tuple losses (default: euclidean)")
+    for name, criterion_class in sorted({**criteria.CRITERIA, **criteria.EXTERNAL}.items()):
         _add_hyperparameters(loss, f"loss_{name}", criterion_class.hyperparameters)
     for name, miner_class in sorted(criteria.MINERS.items()):
         _add_hyperparameters(loss, f"miner_{name}", miner_class.hyperparameters)
@@ -78,14 +102,39 @@ def build_parser():
     distillation.add_argument("--kd_lambda", type=float, default=75.0, help="distillation weight")
     distillation.add_argument("--diffusion_w", type=float, default=0.99, help="diffusion weight w in [0, 1)")
     distillation.add_argument("--diffusion_tau", type=float, default=1.0, help="affinity graph temperature")
+    distillation.add_argument("--diffusion_norm", default="softmax", choices=diffusion.NORMALISATIONS,
+                              help="graph normalisation: row softmax (released) or D^-1/2 A D^-1/2")
+    distillation.add_argument("--diffusion_k", type=int, default=None,
+                              help="keep each sample's k nearest neighbours in the graph (default: dense)")
+    distillation.add_argument("--diffusion_knn", default="symmetric", choices=diffusion.KNN_MODES,
+                              help="kNN edge kept when either end chose it, or only when both did")
+    distillation.add_argument("--diffusion_gamma", type=float, default=3.0,
+                              help="affinity exponent of the symmetric graph, A = max(T, 0)^gamma")
+    distillation.add_argument("--diffusion_solver", default="solve", choices=diffusion.SOLVERS,
+                              help="direct linear solve, fixed-point iteration, or conjugate gradient")
+    distillation.add_argument("--diffusion_iters", type=int, default=1000, help="iteration cap of iterative/cg")
+    distillation.add_argument("--diffusion_tol", type=float, default=1e-6, help="tolerance of iterative/cg")
 
     evaluation_group = parser.add_argument_group("evaluation and logging")
     evaluation_group.add_argument("--evaluation_metrics", nargs="+", default=None,
-                                  help="default: Recall@1,2,4,8 (SOP: 1,10,100,1000) and nmi")
+                                  help=f"any of {evaluation.usage()}; "
+                                       "default: e_recall@1,2,4,8 (SOP: 1,10,100,1000) and nmi")
     evaluation_group.add_argument("--storage_metrics", nargs="+", default=["e_recall@1"],
                                   help="a best checkpoint is kept for each")
     evaluation_group.add_argument("--log_online", action="store_true",
                                   help="log to Weights & Biases (key from WANDB_API_KEY; WANDB_MODE=offline works)")
+    evaluation_group.add_argument("--evaluation_diffusion", action="store_true",
+                                  help="also report each kNN-based metric after diffusion re-ranking, "
+                                       "as <metric>+diffusion")
+    evaluation_group.add_argument("--evaluation_diffusion_k", type=int, default=20,
+                                  help="neighbours per item in the re-ranking's mutual kNN graph")
+    evaluation_group.add_argument("--evaluation_diffusion_w", type=float, default=0.99,
+                                  help="diffusion weight of the re-ranking")
+    evaluation_group.add_argument("--evaluation_diffusion_shortlist", type=int, default=100,
+                                  help="neighbours of each query that the re-ranking re-orders")
+    evaluation_group.add_argument("--no_reports", action="store_true",
+                                  help="skip the PNG reports (recall curves, retrieval grid, t-SNE, similarity and "
+                                       "confusion matrices) written at the end of the run")
     evaluation_group.add_argument("--project", default="OBD-SD", help="W&B project")
     evaluation_group.add_argument("--group", default="", help="W&B group")
     return parser
@@ -128,17 +177,28 @@ def _check(opt):
     problems += [f"{flag} must be positive, got {value}" for flag, value in positive.items() if value <= 0]
     if opt.data_sampler == "class_random" and opt.bs % opt.samples_per_class:
         problems.append(f"--bs {opt.bs} is not a multiple of --samples_per_class {opt.samples_per_class}")
+    if opt.diffusion_solver == "cg" and opt.diffusion_norm != "symmetric":
+        problems.append("--diffusion_solver cg needs a symmetric graph: add --diffusion_norm symmetric")
+    if opt.diffusion_k is not None and opt.diffusion_k < 1:
+        problems.append(f"--diffusion_k must be at least 1, got {opt.diffusion_k}")
+    if opt.diffusion_iters < 1 or opt.diffusion_tol <= 0:
+        problems.append("--diffusion_iters must be at least 1 and --diffusion_tol positive")
     if opt.OBDP and not opt.PSD:
         problems.append("--OBDP diffuses the target of --PSD; add --PSD")
     if not 0 <= opt.diffusion_w < 1:
         problems.append(f"--diffusion_w must lie in [0, 1), got {opt.diffusion_w}")
     if not 0 < opt.tv_split_perc < 1:
         problems.append(f"--tv_split_perc must lie in (0, 1), got {opt.tv_split_perc}")
+    if opt.freeze_backbone_epochs < 0:
+        problems.append(f"--freeze_backbone_epochs must be 0 or more, got {opt.freeze_backbone_epochs}")
+    if opt.save_every < 0:
+        problems.append(f"--save_every must be 0 (off) or positive, got {opt.save_every}")
     if opt.kernels < 0:
         problems.append("--kernels must be 0 (load in the main process) or more")
     try:
         evaluation.check_names(opt.evaluation_metrics)
         criteria.check_miner(opt.loss, opt.batch_mining)
+        criteria.check_distance(opt.loss, opt.distance)
     except ValueError as error:
         problems.append(str(error))
     return problems

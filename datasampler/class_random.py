@@ -15,6 +15,10 @@ class ClassRandomSampler(BatchSampler):
         self.classes_per_batch = batch_size // samples_per_class
         _, counts = np.unique(self.labels, return_counts=True)
         self.class_members = np.split(np.argsort(self.labels, kind="stable"), np.cumsum(counts)[:-1])
+        largest = max(len(members) for members in self.class_members)
+        if samples_per_class > largest:
+            raise UserError(f"--samples_per_class {samples_per_class} is above the largest training class "
+                            f"({largest} images); lower --samples_per_class")
         if len(self.class_members) < self.classes_per_batch:
             raise UserError(f"a batch of {batch_size} with {samples_per_class} samples per class needs "
                             f"{self.classes_per_batch} classes but the training split has only "

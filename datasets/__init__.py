@@ -2,11 +2,18 @@
 from dataclasses import replace
 
 from datasets import cars196, cub200, digits, folder, online_products  # noqa: F401  (fill the registry)
-from datasets.image_dataset import ImageDataset
+from datasets.image_dataset import ImageDataset, without_unreadable
 from datasets.registry import LOADERS
 from datasets.splits import split_train_val
-from datasets.transforms import AUGMENTATIONS, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from datasets.transforms import (
+    AUGMENTATIONS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocessing,
+)
 from errors import UserError
+
+BAD_IMAGE_POLICIES = ("fail", "skip")
 
 
 def names() -> list[str]:
@@ -15,17 +22,26 @@ def names() -> list[str]:
 
 def select(name: str, source: str | None, *, augmentation: str = "base", crop_size: int = 224,
            resize_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD, use_tv_split: bool = False,
-           tv_split_perc: float = 0.8, tv_split_by_samples: bool = False) -> dict[str, ImageDataset]:
+           tv_split_perc: float = 0.8, tv_split_by_samples: bool = False, on_bad_image: str = "fail",
+           workers: int = 0, channel_order: str = "RGB", input_range: float = 1.0) -> dict[str, ImageDataset]:
     """{"train", "val" (with use_tv_split), "test"}: train with `augmentation`, the others with the
-    evaluation resize + centre crop. `source` is the dataset folder or its parent."""
+    evaluation resize + centre crop. `source` is the dataset folder or its parent.
+
+    on_bad_image "fail" stops at the first file of the dataset that is not a readable image
+    (files that are not images at once, undecodable ones when read); "skip" decodes every image
+    up front (in `workers` processes) and leaves the bad files out, listed in each split's
+    `bad_files`."""
     if name not in LOADERS:
         raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(names())}")
     if augmentation not in AUGMENTATIONS:
         raise UserError(f"unknown augmentation {augmentation!r}; choose one of {', '.join(AUGMENTATIONS)}")
     loader = LOADERS[name]
-    preprocessing = replace(Preprocessing(crop_size, resize_size, tuple(mean), tuple(std)),
+    preprocessing = replace(Preprocessing(crop_size, resize_size, tuple(mean), tuple(std),
+                                          channel_order=channel_order, input_range=input_range),
                             **loader.preprocessing)
-    train, test = loader.load(source)
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise UserError(f"unknown --on_bad_image {on_bad_image!r}; choose one of {', '.join(BAD_IMAGE_POLICIES)}")
+    train, test = (_apply_bad_image_policy(split, on_bad_image, workers) for split in loader.load(source))
     splits = {"train": train}
     if use_tv_split:
         splits["train"], splits["val"] = split_train_val(train, tv_split_perc, tv_split_by_samples)
@@ -33,3 +49,12 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
     training, evaluation = preprocessing.training(augmentation), preprocessing.evaluation(augmentation)
     return {split: dataset.with_transform(training if split == "train" else evaluation)
             for split, dataset in splits.items()}
+
+
+def _apply_bad_image_policy(dataset: ImageDataset, on_bad_image: str, workers: int) -> ImageDataset:
+    if on_bad_image == "skip":
+        return without_unreadable(dataset, workers)
+    if dataset.bad_files:
+        raise UserError(f"{dataset.bad_files[0]} is not an image ({len(dataset.bad_files)} such file(s) among the "
+                        "images); remove them or pass --on_bad_image skip")
+    return dataset

@@ -1,5 +1,6 @@
 """A labelled image set read from files or from an in-memory uint8 array."""
 import copy
+import multiprocessing
 
 import numpy as np
 from PIL import Image
@@ -14,7 +15,8 @@ def load_rgb(path: str) -> Image.Image:
         with Image.open(path) as image:
             return to_rgb(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise UserError(f"cannot read image {path}: {error}; remove or replace the file") from None
+        raise UserError(f"cannot read image {path}: {error}; remove or replace the file, "
+                        "or pass --on_bad_image skip") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -38,6 +40,7 @@ class ImageDataset(Dataset):
         self.paths = paths
         self.pixels = pixels
         self.transform = transform
+        self.bad_files = []  # files of the dataset's folders that are not readable images
 
     @property
     def n_classes(self) -> int:
@@ -67,7 +70,36 @@ class ImageDataset(Dataset):
         if relabel:
             kept_classes, labels = np.unique(labels, return_inverse=True)
             class_names = [self.class_names[label] for label in kept_classes]
-        return ImageDataset(labels, class_names,
-                            paths=None if self.paths is None else [self.paths[i] for i in indices],
-                            pixels=None if self.pixels is None else self.pixels[indices],
-                            transform=self.transform)
+        subset = ImageDataset(labels, class_names,
+                              paths=None if self.paths is None else [self.paths[i] for i in indices],
+                              pixels=None if self.pixels is None else self.pixels[indices],
+                              transform=self.transform)
+        subset.bad_files = self.bad_files
+        return subset
+
+
+def is_readable(path: str) -> bool:
+    try:
+        load_rgb(path)
+        return True
+    except UserError:
+        return False
+
+
+def without_unreadable(dataset: ImageDataset, workers: int = 0) -> ImageDataset:
+    """The dataset without the images that do not decode, which join `bad_files`.
+
+    Every image is decoded once, in `workers` processes, so truncated files are caught too.
+    """
+    if dataset.paths is None:
+        return dataset
+    if workers > 0:
+        with multiprocessing.Pool(workers) as pool:
+            readable = np.array(pool.map(is_readable, dataset.paths, chunksize=64), dtype=bool)
+    else:
+        readable = np.array([is_readable(path) for path in dataset.paths], dtype=bool)
+    if readable.all():
+        return dataset
+    kept = dataset.subset(np.flatnonzero(readable))
+    kept.bad_files = dataset.bad_files + [path for path, ok in zip(dataset.paths, readable) if not ok]
+    return kept

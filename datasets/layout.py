@@ -38,21 +38,25 @@ def class_folders(images_dir: str) -> list[str]:
     return [os.path.join(images_dir, name) for name in names]
 
 
-def image_files(folder: str) -> list[str]:
-    files = sorted(entry.path for entry in os.scandir(folder)
-                   if entry.is_file() and _visible(entry)
-                   and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS)
-    if not files:
+def image_files(folder: str) -> tuple[list[str], list[str]]:
+    """(image files, other files) of a class folder, sorted."""
+    files = sorted(entry.path for entry in os.scandir(folder) if entry.is_file() and _visible(entry))
+    images = [path for path in files if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS]
+    if not images:
         raise UserError(f"class folder {folder} holds no images ({' '.join(IMAGE_EXTENSIONS)}); "
                         "add images or remove the folder")
-    return files
+    image_set = set(images)
+    return images, [path for path in files if path not in image_set]
 
 
 def from_class_folders(folders: list[str]) -> ImageDataset:
-    files = [image_files(folder) for folder in folders]
-    labels = np.repeat(np.arange(len(folders)), [len(class_files) for class_files in files])
-    return ImageDataset(labels, [os.path.basename(folder) for folder in folders],
-                        paths=[path for class_files in files for path in class_files])
+    """The images of the class folders; files that are not images are listed in `bad_files`."""
+    images, others = zip(*(image_files(folder) for folder in folders))
+    labels = np.repeat(np.arange(len(folders)), [len(class_images) for class_images in images])
+    dataset = ImageDataset(labels, [os.path.basename(folder) for folder in folders],
+                           paths=[path for class_images in images for path in class_images])
+    dataset.bad_files = [path for class_others in others for path in class_others]
+    return dataset
 
 
 def load_class_tree(source: str | None, dataset: str, folder_names: tuple[str, ...] = (),

@@ -80,3 +80,9 @@ def test_works_as_dataloader_batch_sampler():
     assert len(batches) == 5
     indices, batch_labels = batches[0]
     assert torch.equal(batch_labels, torch.from_numpy(labels)[indices])
+
+
+def test_samples_per_class_above_the_largest_class_is_refused():
+    labels = np.repeat(np.arange(6), 3)
+    with pytest.raises(UserError, match="--samples_per_class 4 is above the largest training class \\(3 images\\)"):
+        datasampler.select("class_random", labels, 8, 4, seed=0)

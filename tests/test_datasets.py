@@ -1,4 +1,6 @@
 """datasets/: tiny generated trees in each real layout, the splits, transforms and user errors."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -57,8 +59,9 @@ def test_unknown_dataset_lists_the_valid_names():
 
 @pytest.mark.filterwarnings("error")
 def test_cub_from_parent_folder_splits_classes_and_reads_every_mode(cub_parent):
-    splits = datasets.select("cub200", str(cub_parent))
+    splits = datasets.select("cub200", str(cub_parent), on_bad_image="skip")
     assert list(splits) == ["train", "test"]
+    assert [os.path.basename(path) for path in splits["train"].bad_files] == ["notes.txt"]
     train, test = splits["train"], splits["test"]
     assert train.class_names == ["001.Black_footed_Albatross", "002.Laysan_Albatross"]
     assert test.class_names == ["003.Sooty_Albatross", "004.Groove_billed_Ani"]
@@ -228,3 +231,23 @@ def test_sixteen_bit_grayscale_keeps_its_contrast(tmp_path):
     path = tmp_path / "deep.png"
     Image.fromarray(np.full((4, 4), 32896, dtype=np.uint16)).save(path)  # mid-grey in 16 bits
     assert np.asarray(load_rgb(str(path))).max() == 128
+
+
+def test_non_image_file_among_images_fails_by_default(cub_parent):
+    with pytest.raises(UserError, match=r"notes\.txt is not an image .*--on_bad_image skip"):
+        datasets.select("cub200", str(cub_parent))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_skip_leaves_out_corrupt_and_truncated_images_and_lists_them(tmp_path, workers):
+    root = write_class_tree(tmp_path / "cars196", ["audi", "bmw", "fiat", "seat"], images_per_class=3)
+    (root / "images" / "audi" / "img_1.jpg").write_bytes(b"garbage")
+    truncated = root / "images" / "fiat" / "img_0.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    splits = datasets.select("cars196", str(root), on_bad_image="skip", workers=workers)
+    train, test = splits["train"], splits["test"]
+    assert (len(train), len(test)) == (5, 5)
+    assert [os.path.relpath(p, root) for p in train.bad_files] == ["images/audi/img_1.jpg"]
+    assert [os.path.relpath(p, root) for p in test.bad_files] == ["images/fiat/img_0.jpg"]
+    with pytest.raises(UserError, match=r"img_0\.jpg.*--on_bad_image skip"):
+        datasets.select("cars196", str(root))["test"][0]

@@ -31,8 +31,11 @@ def test_paper_flags_parse_and_build_the_criterion():
                             "resnet50_frozen_normalize_double", "--embed_dim", "512", "--tau", "200", "250",
                             "--gamma", "0.3", "--n_epochs", "300"])
     criterion = criteria.select(opt)
-    assert criterion.distillation == {"kd_tau": 1.0, "kd_lambda": 200.0, "n_epochs": 300,
-                                      "diffusion_w": 0.99, "diffusion_tau": 1.0}
+    assert criterion.distillation.items() >= {"kd_tau": 1.0, "kd_lambda": 200.0, "n_epochs": 300,
+                                              "diffusion_w": 0.99, "diffusion_tau": 1.0}.items()
+    assert criterion.distillation["diffusion_options"] == {"norm": "softmax", "k": None, "knn": "symmetric",
+                                                           "gamma": 3.0, "solver": "solve", "tol": 1e-6,
+                                                           "max_iters": 1000}
     assert criterion.distillation_weight(150) == pytest.approx(100.0)
     assert parameters.parse(["--dataset", "online_products"]).evaluation_metrics[:4] == \
         ["e_recall@1", "e_recall@10", "e_recall@100", "e_recall@1000"]
@@ -48,11 +51,13 @@ def test_psd_alone_distils_the_undiffused_target():
     (["--bs", "111"], "--bs 111 is not a multiple of --samples_per_class 2"),
     (["--loss", "nope"], "invalid choice: 'nope'"),
     (["--dataset", "imagenet"], "choose from"),
-    (["--arch", "vgg16_normalize"], "resnet18, resnet50"),
+    (["--arch", "vgg16_normalize"], "resnet18"),
     (["--arch", "resnet50_frozen_wide"], "_frozen, _normalize, _double"),
     (["--data_sampler", "greedy"], "class_random"),
     (["--OBDP"], "add --PSD"),
     (["--diffusion_w", "1.0"], "[0, 1)"),
+    (["--diffusion_solver", "cg"], "--diffusion_norm symmetric"),
+    (["--diffusion_k", "0"], "--diffusion_k must be at least 1"),
     (["--embed_dim", "0"], "--embed_dim must be positive"),
     (["--evaluation_metrics", "recall@1"], "e_recall@K"),
     (["--loss", "multisimilarity", "--batch_mining", "distance"], "takes no --batch_mining"),

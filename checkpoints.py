@@ -1,0 +1,70 @@
+"""Checkpoint files: written atomically, read safely (weights_only=True), with one-line errors.
+
+A checkpoint is a dict of tensors and plain values: "network" (the state dict), "arch",
+"embed_dim", "epoch", "config" (the run's flags), and in checkpoint_last.pth everything a
+resumed run needs ("optimizer", "scheduler", "criterion", "rng", "best", "skipped_batches").
+"""
+import os
+import pickle
+import random
+import zipfile
+
+import numpy as np
+import torch
+
+from errors import UserError
+
+
+def save(checkpoint, path):
+    """torch.save into a temporary file, flushed and renamed: a crash leaves the old file intact."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "wb") as handle:
+        torch.save(checkpoint, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def read(path):
+    """The dict stored at `path` (a checkpoint, or a bare state dict, unwrapped from "state_dict"),
+    read with weights_only=True, or a UserError saying why it cannot be read."""
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path}")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        # Only the first line: torch's own advice (weights_only=False) is unsafe for files of unknown origin.
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise UserError(f"{path} is not a readable checkpoint (truncated or another format: {reason})") from None
+    if not isinstance(content, dict) or not content:
+        raise UserError(f"{path} holds a {type(content).__name__}, not a checkpoint or a state dict")
+    if isinstance(content.get("state_dict"), dict):
+        content = content["state_dict"]
+    return content
+
+
+def load(path):
+    """A checkpoint written by this codebase (with its "network" entry)."""
+    checkpoint = read(path)
+    if not isinstance(checkpoint.get("network"), dict):
+        raise UserError(f"{path} is not a checkpoint of this codebase (no 'network' entry)")
+    return checkpoint
+
+
+def rng_state():
+    """Every random generator of the main process, in types weights_only loading accepts."""
+    numpy_state = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state):
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
