@@ -28,6 +28,8 @@ test-fast: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PY) -m benchmarks.criterion
+	$(PY) -m benchmarks.diffusion --sizes 112 2048 4096 --dims 128
+	$(PY) -m benchmarks.evaluation
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -63,12 +63,12 @@ def time_step(loss_fn, batch, labels, teacher_batch, repeats):
     return statistics.median(times[1:]), float(loss.detach())
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[112, 1024])
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     criterion = SelfDistilledCriterion(MultiSimilarity(**HYPER), DISTILLATION)
 
     def vectorised(student, labels, teacher_batch):

@@ -19,7 +19,7 @@ W, KD_TAU, DIFFUSION_TAU = 0.99, 1.0, 1.0
 COMBINATIONS = {  # name: soft_targets keywords
     "softmax dense solve (default)": dict(norm="softmax"),
     "softmax k=10 iterative": dict(norm="softmax", k=10, solver="iterative"),
-    "softmax k=5 mutual iterative": dict(norm="softmax", k=5, knn="mutual", solver="iterative"),
+    "softmax k=5 iterative": dict(norm="softmax", k=5, solver="iterative"),
     "symmetric dense solve": dict(norm="symmetric"),
     "symmetric k=10 iterative": dict(norm="symmetric", k=10, solver="iterative"),
     "symmetric k=10 cg": dict(norm="symmetric", k=10, solver="cg"),
@@ -81,14 +81,14 @@ def training_step_share(device, repeats):
     return step_time, target_time
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[112, 512, 2048, 4096, 8192])
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--reference_max", type=int, default=4096,
                         help="largest B checked against the float64 closed form (it costs O(B^3) in float64)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
     print(f"OBDP target, w={W}, kd_tau={KD_TAU}, diffusion_tau={DIFFUSION_TAU}, device={device}, "

@@ -78,7 +78,7 @@ def measure(kind, data, names):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="sop", help="preset number of samples and classes")
     parser.add_argument("--samples", type=int, default=None, help="overrides --size")
@@ -87,7 +87,7 @@ def main():
     parser.add_argument("--worker", choices=["ours", "pml"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--names", nargs="*", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         return worker(args.worker, args.data, args.names)
 
