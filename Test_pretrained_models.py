@@ -21,7 +21,7 @@ import torch
 
 import datasets
 import evaluation
-from errors import UserError, one_line
+from errors import UserError, run_command
 from evaluation import networks
 
 PUBLISHED_EMBED_DIMS = (128, 512)
@@ -119,11 +119,7 @@ def run(opt):
 
 def main(argv=None):
     opt = build_parser().parse_args(argv)
-    try:
-        run(opt)
-    except UserError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        sys.exit(2)
+    run_command(run, opt)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """The one exception type for mistakes a user can fix (bad flags, missing data, bad files).
 
-main.py prints such an error as one line and exits with status 2, without a traceback.
+Every command runs its body through run_command, which prints such an error as one line and
+exits with status 2, without a traceback.
 The message names the problem and the fix.
 """
+import sys
 
 
 class UserError(Exception):
@@ -14,3 +16,12 @@ def one_line(error):
     worker's traceback folded into the message."""
     lines = str(error).strip().splitlines() or [type(error).__name__]
     return lines[-1].split("UserError: ", 1)[-1]
+
+
+def run_command(function, *args):
+    """Call a command's body: a UserError becomes one line on stderr and exit status 2."""
+    try:
+        return function(*args)
+    except UserError as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        sys.exit(2)

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import time
 from collections import Counter
 
@@ -29,7 +28,7 @@ import datasets
 import evaluation
 import parameters
 from datasampler.seeded import SeededBatches, SeededSamples
-from errors import UserError, one_line
+from errors import UserError, run_command
 
 # Flags that do not change what a run computes: a resumed run may set them differently.
 OPERATIONAL_FLAGS = {"resume", "resume_force", "overwrite", "kernels", "gpu", "log_online", "project", "group",
@@ -38,11 +37,7 @@ OPERATIONAL_FLAGS = {"resume", "resume_force", "overwrite", "kernels", "gpu", "l
 
 def main(argv=None):
     opt = parameters.parse(argv)
-    try:
-        train(opt)
-    except UserError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        sys.exit(2)
+    run_command(train, opt)
 
 
 def train(opt):

@@ -10,12 +10,11 @@ images are labelled, <out>_report.txt.
 """
 import argparse
 import csv
-import sys
 
 import numpy as np
 from sklearn.metrics import classification_report
 
-from errors import UserError, one_line
+from errors import UserError, run_command
 from evaluation import networks
 from evaluation.export import add_network_flags, device_of, embed_images, find_images
 from evaluation.neighbours import search
@@ -78,11 +77,7 @@ def main(argv=None):
     parser.add_argument("--images", required=True, help="images to classify, NEW/<image> or NEW/<class>/<image>")
     parser.add_argument("--k", type=int, default=5, help="neighbours that vote")
     parser.add_argument("--out", default="predictions", help="output prefix: <out>.csv, <out>_report.txt")
-    try:
-        run(parser.parse_args(argv))
-    except UserError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        sys.exit(2)
+    run_command(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -10,14 +10,13 @@ preprocessing is the evaluation one of the dataset the network was trained on.
 import argparse
 import csv
 import os
-import sys
 
 import numpy as np
 import torch
 
 from datasets.image_dataset import ImageDataset
 from datasets.layout import IMAGE_EXTENSIONS
-from errors import UserError, one_line
+from errors import UserError, run_command
 from evaluation import networks
 from evaluation.features import embed
 
@@ -87,11 +86,7 @@ def main(argv=None):
     add_network_flags(parser)
     parser.add_argument("--images", required=True, help="folder of images, searched recursively")
     parser.add_argument("--out", default="embeddings", help="output prefix: <out>.npy and <out>.csv")
-    try:
-        run(parser.parse_args(argv))
-    except UserError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        sys.exit(2)
+    run_command(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

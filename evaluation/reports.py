@@ -18,7 +18,6 @@ import argparse
 import csv
 import os
 import re
-import sys
 
 import numpy as np
 import torch
@@ -29,7 +28,7 @@ from sklearn.manifold import TSNE
 
 import datasets
 from datasets.image_dataset import load_rgb
-from errors import UserError, one_line
+from errors import UserError, run_command
 from evaluation import networks
 from evaluation.export import add_network_flags, device_of
 from evaluation.features import embed
@@ -264,11 +263,7 @@ def main(argv=None):
     parser.add_argument("--split", default="test", choices=["test", "val", "train"])
     parser.add_argument("--tsne_points", type=int, default=2000, help="t-SNE of a random sample of this size")
     parser.add_argument("--out", default=None, help="folder of the PNGs (default: <checkpoint>_reports next to it)")
-    try:
-        run(parser.parse_args(argv))
-    except UserError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        sys.exit(2)
+    run_command(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
