@@ -1,6 +1,5 @@
 import copy
 import itertools
-import socket
 import time
 
 import pytest
@@ -10,7 +9,8 @@ from torch import nn
 
 import architectures
 from errors import UserError
-from tests.test_backbones import one_thread  # noqa: F401  (an autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 IMAGE_SIZE = 64
 EMBED_DIM = 16
@@ -37,16 +37,6 @@ def train_one_step(network):
     optimizer.step()
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """An empty torch hub cache and no network."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-
-    def unreachable(*args, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(socket, "create_connection", unreachable)
-    return tmp_path / "torch_home" / "hub" / "checkpoints"
 
 
 def test_names_come_from_the_registry():

@@ -8,7 +8,6 @@ checked once per backbone, without gradients.
 import copy
 import json
 import pickle
-import socket
 
 import numpy as np
 import pretrainedmodels
@@ -24,18 +23,13 @@ import parameters
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from errors import UserError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IMAGE_SIZE = 64
 EMBED_DIM = 16
 SUFFIX_CASES = ("", "_frozen", "_normalize", "_double")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small inputs: one thread is faster here than several contending for shared cores (4x on 2 busy ones)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def images(batch=2, size=IMAGE_SIZE, seed=0):
@@ -259,18 +253,6 @@ def test_unknown_channel_order():
 # ---------------------------------------------------------------- ImageNet weights
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """An empty torch hub cache and no network."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-
-    def unreachable(*args, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(socket, "create_connection", unreachable)
-    cache = tmp_path / "torch_home" / "hub" / "checkpoints"
-    cache.mkdir(parents=True)
-    return cache
 
 
 IMAGENET_NETWORKS = {

@@ -1,0 +1,28 @@
+"""Fixtures shared by several test files."""
+import socket
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty torch hub cache (its checkpoints folder, returned) and no network."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    def unreachable(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    cache = tmp_path / "torch_home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    return cache
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small inputs: one thread is faster here than several contending for shared cores (4x on 2 busy ones)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
