@@ -1,8 +1,7 @@
-import torch
 from torch import nn
 from torch.nn import functional as F
 
-from criteria.common import masked_logsumexp, pair_masks
+from criteria.common import anchors_with_pairs, masked_logsumexp
 from criteria.registry import register_criterion
 
 
@@ -22,8 +21,7 @@ class Circle(nn.Module):
         self.gamma = gamma
 
     def forward(self, batch, labels):
-        positives, negatives = pair_masks(labels)
-        anchors = torch.nonzero(positives.any(dim=1) & negatives.any(dim=1)).squeeze(1)
+        anchors, positives, negatives = anchors_with_pairs(labels)
         if len(anchors) == 0:
             return batch.sum() * 0
         normalized = F.normalize(batch, dim=1)

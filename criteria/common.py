@@ -9,6 +9,14 @@ def pair_masks(labels):
     return positives, ~same_label
 
 
+def anchors_with_pairs(labels):
+    """(anchors, positives, negatives): the indices of the rows with at least one positive and
+    one negative, and the pair masks of every row."""
+    positives, negatives = pair_masks(labels)
+    anchors = torch.nonzero(positives.any(dim=1) & negatives.any(dim=1)).squeeze(1)
+    return anchors, positives, negatives
+
+
 def log1p_sum_exp(values, mask):
     """log(1 + sum_j exp(values_ij)) over the masked entries of each row, overflow-safe."""
     masked = values.masked_fill(~mask, float("-inf"))

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from criteria.common import masked_logsumexp, pair_masks
+from criteria.common import anchors_with_pairs, masked_logsumexp
 from criteria.registry import register_criterion
 
 
@@ -27,8 +27,7 @@ class EnsembleMetric(nn.Module):
         self.beta = beta
 
     def forward(self, batch, labels):
-        positives, negatives = pair_masks(labels)
-        anchors = torch.nonzero(positives.any(dim=1) & negatives.any(dim=1)).squeeze(1)
+        anchors, positives, negatives = anchors_with_pairs(labels)
         if len(anchors) == 0:
             return batch.sum() * 0
         positives, negatives = positives[anchors], negatives[anchors]

@@ -9,16 +9,10 @@ mining sees no gradient.
 import torch
 from torch.nn import functional as F
 
-from criteria.common import pair_masks
+from criteria.common import anchors_with_pairs
 from criteria.registry import register_miner
 
 TRIPLET_MINERS = ("distance", "random", "semihard", "softhard", "epshn")
-
-
-def _valid_anchors(labels):
-    positives, negatives = pair_masks(labels)
-    anchors = torch.nonzero(positives.any(dim=1) & negatives.any(dim=1)).squeeze(1)
-    return anchors, positives, negatives
 
 
 def _draw(weights):
@@ -38,7 +32,7 @@ class RandomTriplets:
 
     @torch.no_grad()
     def __call__(self, batch, labels):
-        anchors, positives, negatives = _valid_anchors(labels)
+        anchors, positives, negatives = anchors_with_pairs(labels)
         return anchors, _draw(positives[anchors]), _draw(negatives[anchors])
 
 
@@ -55,7 +49,7 @@ class DistanceWeighted:
 
     @torch.no_grad()
     def __call__(self, batch, labels):
-        anchors, positives, negatives = _valid_anchors(labels)
+        anchors, positives, negatives = anchors_with_pairs(labels)
         dim = batch.shape[1]
         distances = torch.cdist(batch[anchors].float(), batch.float()).clamp_min(self.lower_cutoff)
         log_inverse_density = ((2.0 - dim) * distances.log()
@@ -78,7 +72,7 @@ class SemiHard:
 
     @torch.no_grad()
     def __call__(self, batch, labels):
-        anchors, positives, negatives = _valid_anchors(labels)
+        anchors, positives, negatives = anchors_with_pairs(labels)
         distances = torch.cdist(batch[anchors], batch)
         positive = _draw(positives[anchors])
         d_ap = distances.gather(1, positive[:, None])
@@ -96,7 +90,7 @@ class SoftHard:
 
     @torch.no_grad()
     def __call__(self, batch, labels):
-        anchors, positives, negatives = _valid_anchors(labels)
+        anchors, positives, negatives = anchors_with_pairs(labels)
         positives, negatives = positives[anchors], negatives[anchors]
         distances = torch.cdist(batch[anchors], batch)
         nearest_negative = distances.masked_fill(~negatives, float("inf")).amin(dim=1, keepdim=True)
@@ -117,7 +111,7 @@ class EasyPositiveSemiHardNegative:
 
     @torch.no_grad()
     def __call__(self, batch, labels):
-        anchors, positives, negatives = _valid_anchors(labels)
+        anchors, positives, negatives = anchors_with_pairs(labels)
         normalized = F.normalize(batch[anchors], dim=1)
         similarities = normalized @ F.normalize(batch, dim=1).T
         positive_similarity, positive = similarities.masked_fill(~positives[anchors], float("-inf")).max(dim=1)
@@ -136,7 +130,7 @@ class NPairs:
 
     @torch.no_grad()
     def __call__(self, batch, labels):
-        anchors, positives, negatives = _valid_anchors(labels)
+        anchors, positives, negatives = anchors_with_pairs(labels)
         return anchors, _draw(positives[anchors]), negatives[anchors]
 
 
@@ -149,5 +143,5 @@ class LiftedStructure:
 
     @torch.no_grad()
     def __call__(self, batch, labels):
-        anchors, positives, negatives = _valid_anchors(labels)
+        anchors, positives, negatives = anchors_with_pairs(labels)
         return anchors, positives[anchors], negatives[anchors]
