@@ -52,8 +52,8 @@ def timed(function, repeats, device):
 def float64_closed_form(teacher, options):
     teacher = teacher.double()
     similarity = teacher @ teacher.T
-    transition = diffusion.transition_matrix(similarity, norm=options.get("norm", "softmax"), tau=DIFFUSION_TAU,
-                                             k=options.get("k"), knn=options.get("knn", "symmetric"))
+    transition = diffusion.affinity_graph(similarity, norm=options.get("norm", "softmax"), tau=DIFFUSION_TAU,
+                                          k=options.get("k"), knn=options.get("knn", "symmetric")).transition
     transition = transition.to_dense() if transition.layout != torch.strided else transition
     q = torch.softmax(similarity / KD_TAU, dim=1)
     target = (1 - W) * torch.linalg.solve(torch.eye(len(teacher), dtype=teacher.dtype, device=teacher.device)
@@ -100,7 +100,7 @@ def main(argv=None):
             # Clustered embeddings, like a trained model's batch: 2 samples per class around class centres.
             centres = F.normalize(torch.randn(size // 2, dim), dim=1).repeat_interleave(2, dim=0)
             teacher = F.normalize(centres + 0.05 * torch.randn(size, dim), dim=1).to(device)
-            repeats = 10 if size <= 512 else 1
+            repeats = 10 if size <= 512 else 3 if size <= 4096 else 1
             baseline_time, _ = timed(lambda: released_dense_inverse(teacher), repeats, device)
             for name, options in COMBINATIONS.items():
                 run_time, target = timed(lambda: diffusion.soft_targets(teacher, KD_TAU, W, DIFFUSION_TAU, **options),

@@ -1,10 +1,10 @@
 """Soft targets for self-distillation: the teacher's similarity distribution, optionally
 diffused over an affinity graph of the batch (OBDP, SPEC section 1), and the same diffusion as
 a test-time re-ranking of retrieval results."""
-from diffusion.graphs import KNN_MODES, NORMALISATIONS, transition_matrix
+from diffusion.graphs import KNN_MODES, NORMALISATIONS, Graph, affinity_graph
 from diffusion.propagation import SOLVERS, diffuse
 from diffusion.rerank import rerank
 from diffusion.soft_targets import at_least_float32, soft_targets
 
-__all__ = ["KNN_MODES", "NORMALISATIONS", "SOLVERS", "at_least_float32", "diffuse", "rerank", "soft_targets",
-           "transition_matrix"]
+__all__ = ["KNN_MODES", "NORMALISATIONS", "SOLVERS", "Graph", "affinity_graph", "at_least_float32", "diffuse", "rerank",
+           "soft_targets"]

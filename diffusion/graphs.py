@@ -9,8 +9,16 @@ symmetric: A = max(T, 0)^gamma with zero diagonal, optionally kept on the kNN on
 With k set, the graph keeps each row's k most similar other samples, then is made symmetric:
 "symmetric" keeps an edge when either end chose it, "mutual" only when both did. Such a graph
 is built and returned as a sparse CSR tensor, O(B k) memory; a dense graph as a dense tensor.
+
+Both graphs come with their invariant pair (right, left): P right = right, left^T P = left^T,
+left . right = 1. The diffusion leaves the component right (left^T Y) of a signal Y unchanged, so
+an iterative solver can start exactly right on it (diffusion/propagation.py). Because the edge set
+and the similarities are symmetric, both are known in closed form: the softmax graph is the
+reversible chain P = Z^-1 E with E symmetric, so right = 1 on the rows that have edges and left is
+proportional to the row normalisers Z; the symmetric graph has right = left = sqrt(degree), normalised.
 """
 import warnings
+from typing import NamedTuple
 
 import torch
 
@@ -18,6 +26,12 @@ NORMALISATIONS = ("softmax", "symmetric")
 KNN_MODES = ("symmetric", "mutual")
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+
+class Graph(NamedTuple):
+    transition: torch.Tensor  # B x B, dense or sparse CSR
+    right: torch.Tensor  # B
+    left: torch.Tensor  # B
 
 
 def nearest_neighbours(similarities, k):
@@ -53,41 +67,66 @@ def edges_from_neighbours(neighbours, mode="symmetric"):
     return keys // size, keys % size
 
 
-def transition_matrix(similarities, norm="softmax", tau=1.0, gamma=3.0, k=None, knn="symmetric"):
-    """The transition matrix P of the teacher graph (see the module docstring)."""
+def affinity_graph(similarities, norm="softmax", tau=1.0, gamma=3.0, k=None, knn="symmetric"):
+    """The Graph (transition matrix and invariant pair) of the teacher batch; see the module docstring."""
     if norm not in NORMALISATIONS:
         raise ValueError(f"unknown graph normalisation {norm!r}; use one of {', '.join(NORMALISATIONS)}")
     if k is None:
-        return _dense_transition(similarities, norm, tau, gamma)
+        return _dense_graph(similarities, norm, tau, gamma)
     rows, cols = knn_edges(similarities, k, knn)
-    return sparse_transition(rows, cols, similarities[rows, cols], len(similarities), norm, tau, gamma)
+    return sparse_graph(rows, cols, similarities[rows, cols], len(similarities), norm, tau, gamma)
 
 
-def sparse_transition(rows, cols, edge_similarities, size, norm="symmetric", tau=1.0, gamma=3.0):
-    """CSR transition matrix of a graph given as sorted (rows, cols) edges and their similarities."""
+def sparse_graph(rows, cols, edge_similarities, size, norm="symmetric", tau=1.0, gamma=3.0):
+    """The Graph, with a CSR transition matrix, of a symmetric edge set given as sorted (rows, cols)
+    with their similarities."""
     if norm == "softmax":
         logits = edge_similarities / tau
         row_max = torch.full((size,), float("-inf"), dtype=logits.dtype, device=logits.device)
         row_max = row_max.scatter_reduce(0, rows, logits, reduce="amax")
         weights = (logits - row_max[rows]).exp()
-        values = weights / _row_sums(weights, rows, size)[rows]
+        row_sums = _row_sums(weights, rows, size)
+        values = weights / row_sums[rows]
+        right, left = _softmax_invariant(row_max + row_sums.log())
     else:
         affinity = edge_similarities.clamp_min(0).pow(gamma)
-        inverse_sqrt_degree = _row_sums(affinity, rows, size).clamp_min(1e-12).rsqrt()
+        degree = _row_sums(affinity, rows, size)
+        inverse_sqrt_degree = degree.clamp_min(1e-12).rsqrt()
         values = inverse_sqrt_degree[rows] * affinity * inverse_sqrt_degree[cols]
+        right = left = _unit(degree.sqrt())
     row_starts = torch.zeros(size + 1, dtype=torch.int64, device=rows.device)
     row_starts[1:] = torch.bincount(rows, minlength=size).cumsum(0)
-    return torch.sparse_csr_tensor(row_starts, cols, values, (size, size), check_invariants=False)
+    transition = torch.sparse_csr_tensor(row_starts, cols, values, (size, size), check_invariants=False)
+    return Graph(transition, right, left)
 
 
 def _row_sums(values, rows, size):
     return torch.zeros(size, dtype=values.dtype, device=values.device).index_add_(0, rows, values)
 
 
-def _dense_transition(similarities, norm, tau, gamma):
+def _dense_graph(similarities, norm, tau, gamma):
     no_self = torch.eye(len(similarities), dtype=torch.bool, device=similarities.device)
     if norm == "softmax":
-        return torch.softmax(similarities.masked_fill(no_self, float("-inf")) / tau, dim=1)
+        logits = similarities.masked_fill(no_self, float("-inf")).div_(tau)
+        log_normalisers = torch.logsumexp(logits, dim=1)
+        transition = torch.exp_(logits.sub_(log_normalisers[:, None]))
+        return Graph(transition, *_softmax_invariant(log_normalisers))
     affinity = similarities.clamp_min(0).pow(gamma).masked_fill(no_self, 0.0)
-    inverse_sqrt_degree = affinity.sum(dim=1).clamp_min(1e-12).rsqrt()
-    return inverse_sqrt_degree[:, None] * affinity * inverse_sqrt_degree[None, :]
+    degree = affinity.sum(dim=1)
+    inverse_sqrt_degree = degree.clamp_min(1e-12).rsqrt()
+    transition = inverse_sqrt_degree[:, None] * affinity * inverse_sqrt_degree[None, :]
+    unit = _unit(degree.sqrt())
+    return Graph(transition, unit, unit)
+
+
+def _softmax_invariant(log_normalisers):
+    """right = 1 on rows with edges (log Z finite), left = Z / sum Z; both zero for a graph without edges."""
+    has_edges = torch.isfinite(log_normalisers)
+    if not has_edges.any():
+        zeros = torch.zeros_like(log_normalisers)
+        return zeros, zeros
+    return has_edges.to(log_normalisers.dtype), torch.softmax(log_normalisers, dim=0)
+
+
+def _unit(vector):
+    return vector / torch.linalg.vector_norm(vector).clamp_min(torch.finfo(vector.dtype).tiny)

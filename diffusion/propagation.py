@@ -1,26 +1,38 @@
 """Solvers of the diffusion (I - w P) X = (1 - w) Y, for dense or sparse CSR P and B x C targets Y.
 
 solve:     direct linear solve (dense; a sparse P is densified), O(B^3).
-iterative: X <- w P X + (1 - w) Y from X = Y, until the largest change is below tol or after
-           max_iters steps; converges at rate w for a P of spectral radius <= 1. O(nnz C) a step.
+iterative: X <- w P X + (1 - w) Y until the largest change is below tol or after max_iters
+           steps; converges at rate w for a P of spectral radius <= 1. O(nnz C) a step.
 cg:        conjugate gradient, all C columns at once; needs a symmetric P (symmetric normalisation),
            for which I - w P is positive definite. O(nnz C) a step, about sqrt((1+w)/(1-w)) times
            fewer steps than the iteration.
+
+Given the graph's invariant pair (P r = r, l^T P = l^T, l . r = 1; diffusion/graphs.py), the
+iterative solvers start from `initial_guess`: exact on the component r l^T Y, which the diffusion
+leaves unchanged, and first order on the rest. That component converges only at rate w (w = 0.99:
+hundreds of steps); the rest at rate w |lambda_2|, a few steps on a well-connected batch graph.
 """
 import torch
 
 SOLVERS = ("solve", "iterative", "cg")
 
 
-def diffuse(transition, targets, w, solver="solve", tol=1e-6, max_iters=1000):
-    """(1 - w) (I - w P)^-1 Y by the chosen solver."""
+def diffuse(transition, targets, w, solver="solve", tol=1e-6, max_iters=1000, invariant=None):
+    """(1 - w) (I - w P)^-1 Y by the chosen solver; `invariant` = (r, l) of P, if known."""
     if solver == "solve":
         return solve(transition, targets, w)
+    start = None if invariant is None else initial_guess(targets, w, *invariant)
     if solver == "iterative":
-        return iterate(transition, targets, w, tol, max_iters)[0]
+        return iterate(transition, targets, w, tol, max_iters, start)[0]
     if solver == "cg":
-        return conjugate_gradient(transition, targets, w, tol, max_iters)[0]
+        return conjugate_gradient(transition, targets, w, tol, max_iters, start)[0]
     raise ValueError(f"unknown diffusion solver {solver!r}; use one of {', '.join(SOLVERS)}")
+
+
+def initial_guess(targets, w, right, left):
+    """(1 - w) Y + w r (l^T Y): the exact solution r l^T Y on the invariant component plus the
+    first term, (1 - w) (I - r l^T) Y, of the Neumann series on the rest."""
+    return torch.addr(targets, right, left @ targets, beta=1 - w, alpha=w)
 
 
 def solve(transition, targets, w):
@@ -29,43 +41,51 @@ def solve(transition, targets, w):
     return (1 - w) * torch.linalg.solve(system, targets)
 
 
-def iterate(transition, targets, w, tol=1e-6, max_iters=1000):
-    """The fixed-point iteration; returns the result and the number of steps taken."""
-    source = (1 - w) * targets
-    current = targets.clone()  # each old iterate is overwritten by its change below
-    step_with = torch.sparse.addmm if transition.layout != torch.strided else torch.addmm
+def iterate(transition, targets, w, tol=1e-6, max_iters=1000, start=None):
+    """The fixed-point iteration from `start` (default Y; overwritten); returns the result and the
+    number of steps.
+
+    Two B x C buffers, reused: every step writes the new iterate into the older one's buffer.
+    """
+    current = targets.clone() if start is None else start
+    following = torch.empty_like(current)
     for step in range(1, max_iters + 1):
-        following = step_with(source, transition, current, alpha=w)
-        change = torch.linalg.vector_norm(current.sub_(following), ord=float("inf"))
-        current = following
-        if change < tol:
+        torch.addmm(targets, transition, current, beta=1 - w, alpha=w, out=following)
+        smallest, largest = torch.aminmax(current.sub_(following))  # the change, in the old buffer
+        current, following = following, current
+        if max(-smallest.item(), largest.item()) < tol:
             break
     return current, step
 
 
-def conjugate_gradient(transition, targets, w, tol=1e-6, max_iters=1000):
-    """CG on (I - w P) X = (1 - w) Y, column by column in parallel; returns X and the step count.
+def conjugate_gradient(transition, targets, w, tol=1e-6, max_iters=1000, start=None):
+    """CG on (I - w P) X = (1 - w) Y, column by column in parallel, from `start` (default 0;
+    overwritten); returns X and the step count.
 
     Stops when every column's residual norm is below tol times its right-hand side's norm.
+    Five B x C buffers, updated in place.
     """
-    def apply(x):
-        return x - w * (transition @ x)
+    tiny = torch.finfo(targets.dtype).tiny
+    if start is None:
+        solution, residual = torch.zeros_like(targets), (1 - w) * targets
+    else:  # residual = (1 - w) Y - (I - w P) X0
+        solution = start
+        residual = torch.addmm(start, transition, start, beta=-1, alpha=w).add_(targets, alpha=1 - w)
+    direction, applied, product = residual.clone(), torch.empty_like(targets), torch.empty_like(targets)
 
-    rhs = (1 - w) * targets
-    solution = torch.zeros_like(rhs)
-    residual = rhs.clone()
-    direction = residual.clone()
-    residual_sq = (residual * residual).sum(dim=0)
-    threshold = (tol * rhs.norm(dim=0)).pow(2)
+    def column_dots(a, b):  # a product and a row sum beat a column-wise norm of a row-major matrix
+        return torch.mul(a, b, out=product).sum(dim=0)
+
+    residual_sq = column_dots(residual, residual)
+    threshold = column_dots(targets, targets).mul_((tol * (1 - w)) ** 2)
     step = 0
-    for step in range(1, max_iters + 1):
-        applied = apply(direction)
-        alpha = residual_sq / (direction * applied).sum(dim=0).clamp_min(torch.finfo(rhs.dtype).tiny)
-        solution = solution + alpha * direction
-        residual = residual - alpha * applied
-        new_residual_sq = (residual * residual).sum(dim=0)
-        if bool((new_residual_sq <= threshold).all()):
-            break
-        direction = residual + (new_residual_sq / residual_sq.clamp_min(torch.finfo(rhs.dtype).tiny)) * direction
+    while step < max_iters and not bool((residual_sq <= threshold).all()):
+        step += 1
+        torch.addmm(direction, transition, direction, alpha=-w, out=applied)  # (I - w P) direction
+        alpha = residual_sq / column_dots(direction, applied).clamp_min_(tiny)
+        solution.addcmul_(direction, alpha)
+        residual.addcmul_(applied, alpha, value=-1)
+        new_residual_sq = column_dots(residual, residual)
+        direction.mul_(new_residual_sq / residual_sq.clamp_min(tiny)).add_(residual)
         residual_sq = new_residual_sq
     return solution, step

@@ -8,8 +8,8 @@ nearest neighbours by the embedding) is re-ordered by f, ties keeping the embedd
 """
 import torch
 
-from diffusion.graphs import edges_from_neighbours, sparse_transition
-from diffusion.propagation import conjugate_gradient
+from diffusion.graphs import edges_from_neighbours, sparse_graph
+from diffusion.propagation import conjugate_gradient, initial_guess
 
 QUERY_CHUNK = 1024
 
@@ -23,13 +23,14 @@ def rerank(features, shortlist, k, *, graph_k=20, graph="mutual", w=0.99, gamma=
     size = len(embeddings)
     rows, cols = edges_from_neighbours(shortlist[:, :graph_k], graph)
     edge_similarities = (embeddings[rows] * embeddings[cols]).sum(dim=1)
-    transition = sparse_transition(rows, cols, edge_similarities, size, norm="symmetric", gamma=gamma)
+    graph = sparse_graph(rows, cols, edge_similarities, size, norm="symmetric", gamma=gamma)
     reranked = torch.empty(size, k, dtype=torch.int64)
     for start in range(0, size, QUERY_CHUNK):
         queries = torch.arange(start, min(start + QUERY_CHUNK, size))
         indicator = torch.zeros(size, len(queries))
         indicator[queries, torch.arange(len(queries))] = 1.0
-        scores, _ = conjugate_gradient(transition, indicator, w, tol, max_iters)
+        scores, _ = conjugate_gradient(graph.transition, indicator, w, tol, max_iters,
+                                       initial_guess(indicator, w, graph.right, graph.left))
         candidates = shortlist[queries]
         candidate_scores = scores.T.gather(1, candidates)
         order = torch.sort(candidate_scores, dim=1, descending=True, stable=True).indices

@@ -1,6 +1,6 @@
 import torch
 
-from diffusion.graphs import transition_matrix
+from diffusion.graphs import affinity_graph
 from diffusion.propagation import diffuse
 
 
@@ -25,12 +25,19 @@ def soft_targets(teacher_embeddings, kd_tau=1.0, w=0.99, diffusion_tau=1.0, *, n
         raise ValueError("the cg solver needs a symmetric graph: use norm='symmetric'")
     embeddings = at_least_float32(teacher_embeddings.detach())
     similarities = embeddings @ embeddings.T
-    targets = torch.softmax(similarities / kd_tau, dim=1)
-    if w == 0:
+    graph = None if w == 0 else affinity_graph(similarities, norm=norm, tau=diffusion_tau, gamma=gamma, k=k, knn=knn)
+    targets = _row_softmax_(similarities.div_(kd_tau))  # the similarities are not needed any more
+    if graph is None:
         return targets
-    transition = transition_matrix(similarities, norm=norm, tau=diffusion_tau, gamma=gamma, k=k, knn=knn)
-    diffused = diffuse(transition, targets, w, solver=solver, tol=tol, max_iters=max_iters)
+    diffused = diffuse(graph.transition, targets, w, solver=solver, tol=tol, max_iters=max_iters,
+                       invariant=(graph.right, graph.left))
     # Rows sum to 1 in exact arithmetic only for the softmax graph; the symmetric graph and
     # round-off need the renormalisation (negatives clamped so the KL stays finite).
-    diffused = diffused.clamp_min(0)
-    return diffused / diffused.sum(dim=1, keepdim=True).clamp_min(torch.finfo(diffused.dtype).tiny)
+    diffused = diffused.clamp_min_(0)
+    return diffused.div_(diffused.sum(dim=1, keepdim=True).clamp_min_(torch.finfo(diffused.dtype).tiny))
+
+
+def _row_softmax_(logits):
+    """Row softmax in place: B x B batches are large enough that a fresh allocation costs more than the arithmetic."""
+    logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
+    return logits.div_(logits.sum(dim=1, keepdim=True))

@@ -124,6 +124,41 @@ def test_every_graph_and_solver_matches_the_float64_closed_form(graph, w):
         np.testing.assert_allclose(single.numpy(), expected, atol=1e-4, err_msg=solver)
 
 
+ISOLATED = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.95, -0.1], [-1.0, 0.0]], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("graph", GRAPHS + [dict(norm=norm, k=1, knn="mutual") for norm in ("softmax", "symmetric")],
+                         ids=lambda g: "-".join(f"{k}={v}" for k, v in g.items()))
+@pytest.mark.parametrize("batch", ["random", "isolated"])
+def test_invariant_pair_is_fixed_by_the_loop_built_transition(graph, batch):
+    # P r = r, l^T P = l^T and l . r = 1, checked on the loop-built float64 P; "isolated" has a
+    # sample with no positive affinity (and, for small mutual k, no edge).
+    teacher = teacher_batch(size=16, dim=6, seed=3) if batch == "random" else ISOLATED
+    transition, similarity = loop_graph(teacher, **graph)
+    options = {key: graph[key] for key in ("norm", "tau", "gamma", "k", "knn") if key in graph}
+    built = diffusion.affinity_graph(torch.as_tensor(similarity), **options)
+    right, left = built.right.numpy(), built.left.numpy()
+    np.testing.assert_allclose(transition @ right, right, atol=1e-12)
+    np.testing.assert_allclose(left @ transition, left, atol=1e-12)
+    assert left @ right == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("norm,solver", [("softmax", "iterative"), ("symmetric", "iterative"), ("symmetric", "cg")])
+def test_starting_on_the_invariant_component_takes_fewer_steps_to_the_same_solution(norm, solver):
+    teacher, w = teacher_batch(size=40, dim=4, seed=6), 0.99
+    similarity = teacher @ teacher.T
+    graph = diffusion.affinity_graph(similarity, norm=norm, k=8)
+    targets = torch.softmax(similarity, dim=1)
+    exact = propagation.solve(graph.transition, targets, w)
+    run = propagation.iterate if solver == "iterative" else propagation.conjugate_gradient
+    plain, plain_steps = run(graph.transition, targets, w, 1e-10, 5000)
+    started, started_steps = run(graph.transition, targets, w, 1e-10, 5000,
+                                 propagation.initial_guess(targets, w, graph.right, graph.left))
+    assert started_steps < plain_steps < 5000
+    for result in (plain, started):
+        torch.testing.assert_close(result, exact, atol=1e-8, rtol=0)
+
+
 def test_knn_graph_keeps_exactly_k_neighbours_per_row_before_symmetrising():
     teacher = teacher_batch(size=20, seed=4)
     similarity = teacher @ teacher.T
@@ -150,7 +185,7 @@ def test_nearest_neighbours_exclude_the_row_itself_among_ties():
 def test_iteration_converges_and_stops_at_its_tolerance(norm):
     teacher = teacher_batch(size=30, seed=5)
     similarity = teacher @ teacher.T
-    transition = diffusion.transition_matrix(similarity, norm=norm, k=5)
+    transition = diffusion.affinity_graph(similarity, norm=norm, k=5).transition
     targets = torch.softmax(similarity, dim=1)
     exact = propagation.solve(transition, targets, 0.9)
     result, steps = propagation.iterate(transition, targets, 0.9, tol=1e-10, max_iters=5000)
