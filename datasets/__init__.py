@@ -4,7 +4,7 @@ from dataclasses import replace
 from datasets import cars196, cub200, digits, folder, online_products  # noqa: F401  (fill the registry)
 from datasets.image_dataset import ImageDataset, without_unreadable
 from datasets.registry import LOADERS
-from datasets.splits import split_train_val
+from datasets.splits import split_train_val, without_last_classes
 from datasets.transforms import (
     AUGMENTATIONS,
     IMAGENET_MEAN,
@@ -23,9 +23,12 @@ def names() -> list[str]:
 def select(name: str, source: str | None, *, augmentation: str = "base", crop_size: int = 224,
            resize_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD, use_tv_split: bool = False,
            tv_split_perc: float = 0.8, tv_split_by_samples: bool = False, on_bad_image: str = "fail",
-           workers: int = 0, channel_order: str = "RGB", input_range: float = 1.0) -> dict[str, ImageDataset]:
+           workers: int = 0, channel_order: str = "RGB", input_range: float = 1.0,
+           holdout_classes: int = 0) -> dict[str, ImageDataset]:
     """{"train", "val" (with use_tv_split), "test"}: train with `augmentation`, the others with the
     evaluation resize + centre crop. `source` is the dataset folder or its parent.
+    `holdout_classes` N leaves the last N classes out of "train" (after the validation split, which
+    keeps them).
 
     on_bad_image "fail" stops at the first file of the dataset that is not a readable image
     (files that are not images at once, undecodable ones when read); "skip" decodes every image
@@ -45,6 +48,8 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
     splits = {"train": train}
     if use_tv_split:
         splits["train"], splits["val"] = split_train_val(train, tv_split_perc, tv_split_by_samples)
+    if holdout_classes:
+        splits["train"] = without_last_classes(splits["train"], holdout_classes)
     splits["test"] = test
     training, evaluation = preprocessing.training(augmentation), preprocessing.evaluation(augmentation)
     return {split: dataset.with_transform(training if split == "train" else evaluation)

@@ -28,6 +28,15 @@ def split_train_val(train: ImageDataset, perc: float, by_samples: bool) -> tuple
             train.subset(np.flatnonzero(~is_train), relabel))
 
 
+def without_last_classes(train: ImageDataset, n: int) -> ImageDataset:
+    """The split without its last `n` classes (in label order): the classes the unseen-class
+    protocol holds out of training."""
+    if not 0 < n < train.n_classes:
+        raise UserError(f"--holdout_classes {n} must leave between 1 and {train.n_classes - 1} of the "
+                        f"{train.n_classes} training classes out; change --holdout_classes")
+    return train.subset(np.flatnonzero(train.labels < train.n_classes - n))
+
+
 def _rank_in_class(labels: np.ndarray) -> np.ndarray:
     """For each image, how many images of its class come before it."""
     order = np.argsort(labels, kind="stable")
