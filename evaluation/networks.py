@@ -45,8 +45,7 @@ def load(path, arch=None, embed_dim=None):
                                 f"{content.get('embed_dim')}, not --{flag} {given}; drop --{flag} or change it")
         network = architectures.from_checkpoint(content, path)
         return Checkpoint(network.eval(), network.arch, network.embed_dim, "codebase", content.get("config") or {})
-    state = {key.removeprefix("module."): value for key, value in content.items()}
-    state = {key: value for key, value in state.items() if not key.startswith(ALIAS_PREFIX)}
+    state = _paper_state(content)
     arch = arch or PAPER_ARCH
     embed_dim = embed_dim or _stored_embed_dim(state)
     if embed_dim is None:
@@ -57,6 +56,27 @@ def load(path, arch=None, embed_dim=None):
         raise UserError(str(error)) from None
     _load_state(network, state, path)
     return Checkpoint(network.eval(), arch, int(embed_dim), "paper")
+
+
+def load_into(network, path, source):
+    """Copy the weights of the checkpoint at `path`, in either format, into `network` (--init_from).
+
+    The file must hold this very network: for this codebase's files the recorded arch, head and
+    embed_dim must match, for the paper's the weights must fit. `source` names the file in errors."""
+    try:
+        content = checkpoints.read(path)
+    except UserError as error:
+        raise UserError(f"{source}: {error}; give a checkpoint written by main.py or a published net.pth") from None
+    if isinstance(content.get("network"), dict):
+        architectures.load_weights(network, content, source)
+    else:
+        _load_state(network, _paper_state(content), source)
+
+
+def _paper_state(content):
+    """A published state dict without its DataParallel prefix and its layer_blocks aliases."""
+    state = {key.removeprefix("module."): value for key, value in content.items()}
+    return {key: value for key, value in state.items() if not key.startswith(ALIAS_PREFIX)}
 
 
 def _stored_embed_dim(state):
