@@ -1,0 +1,210 @@
+"""A table of finished runs: chosen metrics as mean ± std over the seeds of each group of runs.
+
+    python -m evaluation.summarize RUNS... [--metrics e_recall@1 nmi] [--split test]
+                                          [--select METRIC | --final] [--format markdown|csv]
+
+RUNS are run folders written by main.py, or folders holding them at any depth (e.g.
+Training_Results/). Runs whose config.json files differ only in --seed and in flags that do
+not change the computation (main.OPERATIONAL_FLAGS) form one group, one row of the table;
+the columns name the flags in which the groups differ. Each run contributes the metrics of
+`--split` at one epoch: the epoch with the best `--select` metric (default: the run's first
+--storage_metrics) on the split that run selected its checkpoints on (val with --use_tv_split,
+else test), or with --final its last epoch. The table says which split selected the epochs.
+Runs without summary.json (not finished) are left out, and named on stderr.
+"""
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+import parameters
+from errors import UserError, run_command
+from main import OPERATIONAL_FLAGS
+
+# Flags that tell runs of one group apart without making them different experiments.
+NOT_GROUPING = OPERATIONAL_FLAGS | {"seed"}
+
+
+def find_runs(paths):
+    """The run folders (holding config.json) among `paths` and below them, sorted."""
+    runs = []
+    for path in paths:
+        if os.path.isfile(os.path.join(path, "config.json")):
+            runs.append(path)
+            continue
+        if not os.path.isdir(path):
+            raise UserError(f"no run folder at {path}; give run folders written by main.py or a folder holding them")
+        found = []
+        for root, folders, files in os.walk(path):
+            if "config.json" in files:
+                found.append(root)
+                folders.clear()  # a run folder holds no further runs
+            folders.sort()
+        if not found:
+            raise UserError(f"{path} holds no run folder (no config.json in it or below); give run folders "
+                            "written by main.py or a folder holding them")
+        runs += found
+    return sorted(dict.fromkeys(os.path.normpath(run) for run in runs))
+
+
+def load_run(folder):
+    """{"folder", "config", "selection_split", "rows"}, or None when the run has not finished."""
+    if not os.path.exists(os.path.join(folder, "summary.json")):
+        return None
+    defaults = vars(parameters.build_parser().parse_args([]))
+    defaults.pop("config")
+    try:
+        with open(os.path.join(folder, "config.json")) as handle:
+            config = {**defaults, **json.load(handle)}
+        with open(os.path.join(folder, "summary.json")) as handle:
+            summary = json.load(handle)
+        with open(os.path.join(folder, "metrics.csv"), newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot read the run in {folder} ({error}); leave it out of RUNS") from None
+    return {"folder": folder, "config": config, "selection_split": summary["selection_split"], "rows": rows}
+
+
+def chosen_row(run, split, select, final):
+    """(selected epoch, the row of `split` at it): the last epoch, or the first epoch with the
+    largest `select` value (the run's first storage metric when None) on the selection split."""
+    rows = run["rows"]
+    if final:
+        epoch = max(int(row["epoch"]) for row in rows)
+    else:
+        select = select or run["config"]["storage_metrics"][0]
+        candidates = [row for row in rows if row["split"] == run["selection_split"]]
+        if not candidates or select not in candidates[0]:
+            raise UserError(f"{run['folder']}/metrics.csv has no {select} on the {run['selection_split']} split; "
+                            f"choose --select among {', '.join(_metric_columns(rows))}")
+        best = max(candidates, key=lambda row: (float(row[select]), -int(row["epoch"])))
+        epoch = int(best["epoch"])
+    at_epoch = [row for row in rows if int(row["epoch"]) == epoch and row["split"] == split]
+    if not at_epoch:
+        splits = sorted({row["split"] for row in rows})
+        raise UserError(f"{run['folder']}/metrics.csv has no {split} split at epoch {epoch}; choose --split among "
+                        f"{', '.join(splits)}")
+    return epoch, at_epoch[0]
+
+
+def _metric_columns(rows):
+    return [name for name in rows[0] if name not in ("epoch", "split", "best_for")] if rows else []
+
+
+def summarize(runs, metrics=None, split="test", select=None, final=False):
+    """(group flags, table rows): one row per group of runs, in the order of their first run.
+
+    Each row holds the group's values of the differing flags, "runs", "seeds", "selected_on"
+    (the split, or "final epoch"), "epochs" (the selected epoch of each run), and for each
+    metric "<metric>" = (mean, sample std over the runs or nan for one run)."""
+    metrics = metrics or [name for name in runs[0]["config"]["evaluation_metrics"]
+                          if all(name in _metric_columns(run["rows"]) for run in runs)]
+    keys = sorted(set().union(*(run["config"] for run in runs)) - NOT_GROUPING)
+    differing = [key for key in keys if len({_hashable(run["config"].get(key)) for run in runs}) > 1]
+    groups = {}
+    for run in runs:
+        groups.setdefault(tuple(_hashable(run["config"].get(key)) for key in differing), []).append(run)
+    table = []
+    for members in groups.values():
+        chosen = [chosen_row(run, split, select, final) for run in members]
+        row = {key: members[0]["config"].get(key) for key in differing}
+        row["runs"] = len(members)
+        row["seeds"] = [run["config"]["seed"] for run in members]
+        row["selected_on"] = ("final epoch" if final else
+                              ", ".join(dict.fromkeys(run["selection_split"] for run in members)))
+        row["select"] = None if final else ", ".join(dict.fromkeys(select or run["config"]["storage_metrics"][0]
+                                                                   for run in members))
+        row["epochs"] = [epoch for epoch, _ in chosen]
+        for name in metrics:
+            missing = [run["folder"] for run, (_, values) in zip(members, chosen) if name not in values]
+            if missing:
+                raise UserError(f"{missing[0]}/metrics.csv has no {name}; choose --metrics among "
+                                f"{', '.join(_metric_columns(members[0]['rows']))}")
+            values = np.array([float(values[name]) for _, values in chosen])
+            row[name] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan)
+        table.append(row)
+    return differing, metrics, table
+
+
+def _hashable(value):
+    return json.dumps(value, sort_keys=True)
+
+
+def _cell(value):
+    if isinstance(value, list):
+        return " ".join(str(item) for item in value)
+    return "-" if value is None else str(value)
+
+
+def _statistic(mean, std):
+    return f"{mean:.4f}" if math.isnan(std) else f"{mean:.4f} ± {std:.4f}"
+
+
+def markdown(differing, metrics, table, split):
+    header = [*differing, "runs", "seeds", "selected on", "epochs", *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table:
+        selected = row["selected_on"] if row["select"] is None else f"{row['selected_on']} (best {row['select']})"
+        cells = [*(_cell(row[key]) for key in differing), str(row["runs"]), _cell(row["seeds"]), selected,
+                 _cell(row["epochs"]), *(_statistic(*row[name]) for name in metrics)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"{split} split; mean ± sample std over the runs of a row, each at its selected epoch.")
+    return "\n".join(lines)
+
+
+def csv_table(differing, metrics, table):
+    output = io.StringIO()
+    writer = csv.writer(output, lineterminator="\n")
+    writer.writerow([*differing, "runs", "seeds", "selected_on", "select", "epochs",
+                     *(f"{name}_{statistic}" for name in metrics for statistic in ("mean", "std"))])
+    for row in table:
+        writer.writerow([*(_cell(row[key]) for key in differing), row["runs"], _cell(row["seeds"]), row["selected_on"],
+                         _cell(row["select"]), _cell(row["epochs"]),
+                         *(f"{value:.6f}" if not math.isnan(value) else "" for name in metrics for value in row[name])])
+    return output.getvalue().rstrip("\n")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUNS", help="run folders, or folders holding them")
+    parser.add_argument("--metrics", nargs="+", default=None,
+                        help="metrics columns of metrics.csv (default: the runs' --evaluation_metrics)")
+    parser.add_argument("--split", default="test", help="the split whose metrics are reported")
+    parser.add_argument("--select", default=None,
+                        help="metric whose best epoch on the selection split is reported "
+                             "(default: each run's first --storage_metrics)")
+    parser.add_argument("--final", action="store_true", help="report the last epoch instead of the best")
+    parser.add_argument("--format", default="markdown", choices=["markdown", "csv"])
+    return parser
+
+
+def run(opt):
+    if opt.final and opt.select:
+        raise UserError("--final reports the last epoch, --select a best one; drop one of them")
+    loaded = [(folder, load_run(folder)) for folder in find_runs(opt.runs)]
+    unfinished = [folder for folder, content in loaded if content is None]
+    runs = [content for _, content in loaded if content is not None]
+    if not runs:
+        raise UserError(f"none of the runs has finished (no summary.json in {', '.join(unfinished)}); "
+                        "summarise finished runs")
+    differing, metrics, table = summarize(runs, opt.metrics, opt.split, opt.select, opt.final)
+    print(markdown(differing, metrics, table, opt.split) if opt.format == "markdown"
+          else csv_table(differing, metrics, table))
+    if unfinished:
+        print(f"left out {len(unfinished)} unfinished run(s) (no summary.json): {', '.join(unfinished)}",
+              file=sys.stderr)
+
+
+def main(argv=None):
+    run_command(run, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""python -m evaluation.summarize on run folders written here with known metrics."""
+import csv
+import io
+import json
+import statistics
+
+import pytest
+
+import parameters
+from evaluation import summarize
+
+METRICS = ["e_recall@1", "nmi"]
+# (group, seed): {split: [(e_recall@1, nmi) per epoch 0, 1, 2]}; baseline runs select on val, PSD runs on test.
+RUNS = {
+    ("baseline", 0): {"val": [(0.5, 0.1), (0.7, 0.2), (0.6, 0.3)], "test": [(0.40, 0.30), (0.61, 0.32), (0.55, 0.35)]},
+    ("baseline", 1): {"val": [(0.5, 0.1), (0.7, 0.4), (0.7, 0.2)], "test": [(0.41, 0.31), (0.63, 0.36), (0.66, 0.37)]},
+    ("baseline", 2): {"val": [(0.5, 0.5), (0.6, 0.2), (0.8, 0.3)], "test": [(0.42, 0.29), (0.52, 0.33), (0.70, 0.38)]},
+    ("psd", 0): {"test": [(0.40, 0.30), (0.75, 0.40), (0.72, 0.45)]},
+    ("psd", 1): {"test": [(0.40, 0.30), (0.71, 0.41), (0.77, 0.42)]},
+}
+
+
+def write_run(root, group, seed, splits, finished=True):
+    flags = ["--dataset", "digits", "--seed", str(seed), "--savename", f"{group}_s{seed}", "--evaluation_metrics",
+             *METRICS, "--save_path", str(root), "--gpu", str(seed), "--kernels", str(seed)]
+    if group == "psd":
+        flags += ["--PSD", "--kd_lambda", "200"]
+    else:
+        flags += ["--use_tv_split"]
+    folder = root / group / f"s{seed}"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(vars(parameters.parse(flags))))
+    with open(folder / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["epoch", "split", *METRICS, "best_for"])
+        writer.writeheader()
+        for epoch in range(3):
+            for split, values in splits.items():
+                writer.writerow({"epoch": epoch, "split": split, **dict(zip(METRICS, values[epoch])), "best_for": ""})
+    if finished:
+        (folder / "summary.json").write_text(json.dumps({"selection_split": "val" if "val" in splits else "test"}))
+    return folder
+
+
+@pytest.fixture
+def results(tmp_path):
+    for (group, seed), splits in RUNS.items():
+        write_run(tmp_path, group, seed, splits)
+    write_run(tmp_path, "psd", 2, RUNS[("psd", 1)], finished=False)
+    return tmp_path
+
+
+def summarise(argv, capsys):
+    summarize.main(argv)
+    captured = capsys.readouterr()
+    return captured.out, captured.err
+
+
+def cells(line):
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def expected(values):
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def test_markdown_table_groups_by_config_and_selects_on_the_run_split(results, capsys):
+    out, err = summarise([str(results)], capsys)
+    lines = out.splitlines()
+    assert cells(lines[0]) == ["PSD", "kd_lambda", "use_tv_split", "runs", "seeds", "selected on", "epochs",
+                               "e_recall@1", "nmi"]
+    # Baseline: best val e_recall@1 at epochs 1, 1 (a tie with epoch 2: the first), 2; test values there.
+    assert cells(lines[2]) == ["False", "75.0", "True", "3", "0 1 2", "val (best e_recall@1)", "1 1 2",
+                               expected([0.61, 0.63, 0.70]), expected([0.32, 0.36, 0.38])]
+    # PSD: no validation split, selected on test; the unfinished third seed is left out and named.
+    assert cells(lines[3]) == ["True", "200.0", "False", "2", "0 1", "test (best e_recall@1)", "1 2",
+                               expected([0.75, 0.77]), expected([0.40, 0.42])]
+    assert len(lines) == 6 and lines[5].startswith("test split; mean ± sample std")
+    assert "left out 1 unfinished run(s)" in err and "s2" in err
+
+
+def test_select_final_split_and_csv(results, capsys):
+    out, _ = summarise([str(results / "baseline"), "--select", "nmi", "--split", "val", "--format", "csv"], capsys)
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    # One group: no flag differs; best val nmi at epochs 2, 1, 0.
+    assert (row["runs"], row["seeds"], row["selected_on"], row["select"], row["epochs"]) == \
+        ("3", "0 1 2", "val", "nmi", "2 1 0")
+    assert float(row["e_recall@1_mean"]) == pytest.approx(statistics.mean([0.6, 0.7, 0.5]), abs=1e-6)
+    assert float(row["nmi_std"]) == pytest.approx(statistics.stdev([0.3, 0.4, 0.5]), abs=1e-6)
+
+    out, _ = summarise([str(results / "psd" / "s0"), "--final", "--metrics", "nmi"], capsys)
+    lines = out.splitlines()
+    assert cells(lines[0]) == ["runs", "seeds", "selected on", "epochs", "nmi"]
+    assert cells(lines[2]) == ["1", "0", "final epoch", "2", "0.4500"]
+
+
+@pytest.mark.parametrize("argv,fragments", [
+    (["{root}/nowhere"], ["no run folder at", "nowhere"]),
+    (["{root}/empty"], ["holds no run folder", "empty"]),
+    (["{root}", "--metrics", "map"], ["has no map", "e_recall@1, nmi"]),
+    (["{root}", "--split", "val"], ["has no val split", "psd"]),
+    (["{root}", "--select", "nmi", "--final"], ["drop one of them"]),
+    (["{root}/psd/s2"], ["none of the runs has finished"]),
+])
+def test_user_mistakes_are_one_line_errors(results, capsys, argv, fragments):
+    (results / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        summarize.main([argument.format(root=results) for argument in argv])
+    assert exit_info.value.code == 2
+    error_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(error_lines) == 1 and error_lines[0].startswith("error:")
+    assert all(fragment in error_lines[0] for fragment in fragments), error_lines[0]
