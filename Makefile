@@ -28,8 +28,9 @@ test-fast: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PY) -m benchmarks.criterion
-	$(PY) -m benchmarks.diffusion --sizes 112 2048 4096 --dims 128
+	$(PY) -m benchmarks.diffusion --sizes 112 512 2048 4096 --dims 128 512
 	$(PY) -m benchmarks.evaluation
+	$(PY) -m benchmarks.train_step
 
 clean:
 	rm -rf $(VENV) .pytest_cache

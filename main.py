@@ -5,6 +5,8 @@
 Each run gets a folder under --save_path with config.json, metrics.csv (one row per
 evaluation), training.csv (one row per epoch), checkpoint_last.pth, one
 checkpoint_best_<metric>.pth per --storage_metrics and summary.json.
+
+    torchrun --nproc_per_node N main.py ...   trains data-parallel on the global batch (distributed.py)
 """
 import copy
 import csv
@@ -25,14 +27,17 @@ import checkpoints
 import criteria
 import datasampler
 import datasets
+import distributed
 import evaluation
+import evaluation.networks
 import parameters
 from datasampler.seeded import SeededBatches, SeededSamples
 from errors import UserError, run_command
 
 # Flags that do not change what a run computes: a resumed run may set them differently.
 OPERATIONAL_FLAGS = {"resume", "resume_force", "overwrite", "kernels", "gpu", "log_online", "project", "group",
-                     "save_path", "savename"}
+                     "save_path", "savename", "compile", "channels_last"}
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def main(argv=None):
@@ -43,22 +48,41 @@ def main(argv=None):
 def train(opt):
     configure_determinism(opt.deterministic)
     seed_everything(opt.seed)
-    device = select_device(opt.gpu)
+    context = distributed.setup(opt.gpu)
+    try:
+        return train_on(opt, context)
+    finally:
+        distributed.teardown()
+
+
+def train_on(opt, context):
+    """The training of `train` in one process: rank context.rank of context.world_size."""
+    device = context.device
+    distributed.check_batch_split(opt.bs, opt.samples_per_class, context.world_size,
+                                  class_balanced=opt.data_sampler == "class_random")
     splits = datasets.select(opt.dataset, opt.source, augmentation=opt.augmentation,
                              use_tv_split=opt.use_tv_split, tv_split_perc=opt.tv_split_perc,
                              tv_split_by_samples=opt.tv_split_by_samples, on_bad_image=opt.on_bad_image,
-                             workers=opt.kernels, **architectures.preprocessing(opt.arch))
+                             workers=opt.kernels, holdout_classes=opt.holdout_classes,
+                             **architectures.preprocessing(opt.arch))
     bad_files = sorted({path for dataset in splits.values() for path in dataset.bad_files})
-    if bad_files:
+    if bad_files and context.is_main:
         print(f"skipped {len(bad_files)} files that are not readable images (first: {bad_files[0]})")
     model = architectures.select(opt.arch, opt.embed_dim, pretrained=not opt.not_pretrained,
                                  pretrained_weights=opt.pretrained_weights, head=opt.head).to(device)
+    if opt.init_from is not None:
+        evaluation.networks.load_into(model, opt.init_from, f"--init_from {opt.init_from}")
     criterion = criteria.select(opt, n_classes=splits["train"].n_classes).to(device)
+    distributed.broadcast_parameters([model, criterion])
+    if opt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(opt, model, criterion)
     scheduler = (torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=opt.tau, gamma=opt.gamma)
                  if opt.scheduler == "step" else None)
     sampler = SeededBatches(datasampler.select(opt.data_sampler, splits["train"].labels, opt.bs,
                                                opt.samples_per_class, opt.seed))
+    if context.world_size > 1:
+        sampler = distributed.RankShare(sampler, context.rank, context.world_size)
     # Loaders draw their worker seeds from their own generators, not from the training RNG.
     loader_options = {"num_workers": opt.kernels, "pin_memory": device.type == "cuda",
                       "persistent_workers": opt.kernels > 0}
@@ -70,22 +94,28 @@ def train(opt):
     # The teacher is the student as it was at the end of the previous epoch, kept in memory.
     teacher = copy.deepcopy(model).eval().requires_grad_(False) if criterion.distillation else None
 
-    run = Run(opt, selection_split="val" if "val" in eval_loaders else "test")
+    run = Run(opt, selection_split="val" if "val" in eval_loaders else "test", is_main=context.is_main)
     run.bad_files = len(bad_files)
     state = run.resume_state()
     if state is not None:
         restore_training(state, model, teacher, criterion, optimizer, scheduler, run)
     run.online_log_start()
-    print(f"run folder: {run.folder}\ntrain: {len(splits['train'])} images, {splits['train'].n_classes} classes | "
-          + " | ".join(f"{split}: {len(loader.dataset)} images" for split, loader in eval_loaders.items()))
+    if context.is_main:
+        print(f"run folder: {run.folder}\ntrain: {len(splits['train'])} images, {splits['train'].n_classes} classes"
+              + "".join(f" | {split}: {len(loader.dataset)} images" for split, loader in eval_loaders.items())
+              + (f" | {context.world_size} processes, {opt.bs // context.world_size} images each a step"
+                 if context.world_size > 1 else ""))
     if state is None:
         run.evaluate(0, model, eval_loaders, device)
         run.save_training_state(0, model, criterion, optimizer, scheduler)
+    step = TrainingStep(model, teacher, criterion, optimizer, amp=opt.amp, channels_last=opt.channels_last,
+                        compile=opt.compile, skip_nonfinite=opt.skip_nonfinite)
     for epoch in range(run.epoch, opt.n_epochs):
+        distributed.sync_random_state()  # rank 0 alone evaluated: its generators may have moved
         model.set_backbone_trainable(epoch >= opt.freeze_backbone_epochs)
         sampler.set_epoch(epoch)
-        losses = train_one_epoch(model, teacher, criterion, optimizer, train_loader, device, epoch, opt.n_epochs,
-                                 opt.skip_nonfinite, run.last_checkpoint)
+        losses = train_one_epoch(step, train_loader, device, epoch, opt.n_epochs, run.last_checkpoint,
+                                 show_progress=context.is_main)
         run.skipped_batches += losses["skipped_batches"]
         if scheduler is not None:
             scheduler.step()
@@ -94,6 +124,7 @@ def train(opt):
         run.log_training(epoch + 1, losses, optimizer)
         run.evaluate(epoch + 1, model, eval_loaders, device)
         run.save_training_state(epoch + 1, model, criterion, optimizer, scheduler)
+        distributed.barrier()
     run.finish()
     return run
 
@@ -113,40 +144,84 @@ def restore_training(state, model, teacher, criterion, optimizer, scheduler, run
     print(f"resuming {run.folder} after epoch {run.epoch}")
 
 
-def train_one_epoch(model, teacher, criterion, optimizer, loader, device, epoch, n_epochs,
-                    skip_nonfinite=False, last_checkpoint=None):
-    """Mean loss terms of one epoch; the teacher only runs when its term has weight.
+class TrainingStep:
+    """One optimisation step on a batch: the student (and the teacher, when its term has weight) embed
+    the batch under the chosen precision; the loss sees the global batch in float32.
 
-    A non-finite loss stops the run, naming the epoch and iteration, unless skip_nonfinite:
-    then the batch is skipped and counted.
+    amp "bf16" / "fp16" runs the networks under autocast (fp16 with a gradient scaler); the loss, the
+    diffusion solve and the metrics stay in float32. `compile` wraps the networks' forward in
+    torch.compile. Under torchrun the embeddings are gathered across ranks and the gradients averaged.
     """
-    model.train()
-    use_teacher = teacher is not None and criterion.needs_teacher(epoch)
+
+    def __init__(self, model, teacher, criterion, optimizer, amp=None, channels_last=False, compile=False,
+                 skip_nonfinite=False):
+        self.model, self.teacher, self.criterion, self.optimizer = model, teacher, criterion, optimizer
+        self.student_forward = torch.compile(model) if compile else model
+        self.teacher_forward = torch.compile(teacher) if compile and teacher is not None else teacher
+        self.amp_dtype = AMP_DTYPES.get(amp)
+        self.channels_last = channels_last
+        self.skip_nonfinite = skip_nonfinite
+        device_type = next(model.parameters()).device.type
+        self.scaler = torch.amp.GradScaler(device_type, enabled=amp == "fp16")
+        self.parameters = [*model.parameters(), *criterion.parameters()]
+
+    def embed(self, forward, images):
+        with torch.autocast(images.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            return distributed.gather(forward(images).float())
+
+    def __call__(self, images, labels, epoch):
+        """The loss of the step, or None when it was not finite and skip_nonfinite skipped the batch."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        teacher_batch = None
+        if self.teacher is not None and self.criterion.needs_teacher(epoch):
+            with torch.no_grad():
+                teacher_batch = self.embed(self.teacher_forward, images)
+        loss = self.criterion(batch=self.embed(self.student_forward, images), labels=distributed.gather(labels),
+                              teacher_batch=teacher_batch, epoch=epoch)
+        if not torch.isfinite(loss):
+            if self.skip_nonfinite:
+                return None
+            raise NonFiniteLoss(loss.item())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        distributed.average_gradients(self.parameters)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss
+
+
+class NonFiniteLoss(Exception):
+    pass
+
+
+def train_one_epoch(step, loader, device, epoch, n_epochs, last_checkpoint=None, show_progress=True):
+    """Mean loss terms of one epoch of `step` (a TrainingStep).
+
+    A non-finite loss stops the run, naming the epoch and iteration, unless the step skips such
+    batches: then they are counted.
+    """
+    step.model.train()
     totals, steps, skipped = {"loss": 0.0, "dml": 0.0, "kd": 0.0}, 0, 0
-    progress = tqdm(loader, desc=f"epoch {epoch + 1}/{n_epochs}", leave=False, disable=None)
+    progress = tqdm(loader, desc=f"epoch {epoch + 1}/{n_epochs}", leave=False, disable=None if show_progress else True)
     for iteration, (images, labels) in enumerate(progress, start=1):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        teacher_batch = None
-        if use_teacher:
-            with torch.no_grad():
-                teacher_batch = teacher(images)
-        loss = criterion(batch=model(images), labels=labels, teacher_batch=teacher_batch, epoch=epoch)
-        if not torch.isfinite(loss):
-            if not skip_nonfinite:
-                raise UserError(f"the loss became {loss.item()} in epoch {epoch + 1}, iteration {iteration}; "
-                                f"the last good checkpoint {last_checkpoint} is kept; lower --lr or "
-                                "--kd_lambda, or pass --skip_nonfinite to skip such batches")
+        try:
+            loss = step(images, labels, epoch)
+        except NonFiniteLoss as error:
+            raise UserError(f"the loss became {error.args[0]} in epoch {epoch + 1}, iteration {iteration}; "
+                            f"the last good checkpoint {last_checkpoint} is kept; lower --lr or "
+                            "--kd_lambda, or pass --skip_nonfinite to skip such batches") from None
+        if loss is None:
             skipped += 1
             continue
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        for term, value in {"loss": loss.detach(), **criterion.last_terms}.items():
+        for term, value in {"loss": loss.detach(), **step.criterion.last_terms}.items():
             totals[term] = totals[term] + value
         steps += 1
     means = {term: float(total) / max(steps, 1) for term, total in totals.items()}
-    means["kd_weight"] = criterion.distillation_weight(epoch)
+    means["kd_weight"] = step.criterion.distillation_weight(epoch)
     means["skipped_batches"] = skipped
     return means
 
@@ -176,38 +251,19 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def select_device(gpus):
-    if not torch.cuda.is_available():
-        if gpus is not None:
-            raise UserError(f"--gpu {gpus[0]} was asked for but this machine has no CUDA GPU; "
-                            "drop --gpu to train on the CPU")
-        return torch.device("cpu")
-    if gpus is None:
-        return torch.device("cuda:0")
-    if gpus[0] >= torch.cuda.device_count():
-        raise UserError(f"--gpu {gpus[0]} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
-    return torch.device(f"cuda:{gpus[0]}")
-
-
 class Run:
-    """The run folder: config, metric tables, checkpoints, summary, and the optional W&B run."""
+    """The run folder: config, metric tables, checkpoints, summary, and the optional W&B run.
 
-    def __init__(self, opt, selection_split):
+    Under torchrun only rank 0 (is_main) evaluates and writes; the other ranks learn the folder
+    from it and read the checkpoint they resume from.
+    """
+
+    def __init__(self, opt, selection_split, is_main=True):
         self.opt = opt
         self.selection_split = selection_split
+        self.is_main = is_main
         self.config = vars(opt).copy()
-        if opt.resume is not None and os.path.exists(os.path.join(resume_folder(opt), "config.json")):
-            self.folder = resume_folder(opt)
-            check_resumable_config(self.folder, self.config, opt.resume_force)
-        elif opt.resume is not None:
-            # A job that always passes --resume starts its run the first time.
-            self.folder = resume_folder(opt)
-            os.makedirs(self.folder, exist_ok=True)
-        else:
-            self.folder = new_run_folder(opt.save_path, opt.savename or
-                                         f"{opt.dataset}_{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}",
-                                         opt.overwrite)
-        write_json(os.path.join(self.folder, "config.json"), self.config)
+        self.folder = distributed.broadcast_object(self._choose_folder() if is_main else None)
         self.epoch = 0
         self.skipped_batches = 0
         self.bad_files = 0
@@ -219,8 +275,23 @@ class Run:
         self.started = time.time()
         self.table_printed = False
 
+    def _choose_folder(self):
+        opt = self.opt
+        if opt.resume is not None and os.path.exists(os.path.join(resume_folder(opt), "config.json")):
+            folder = resume_folder(opt)
+            check_resumable_config(folder, self.config, opt.resume_force)
+        elif opt.resume is not None:
+            # A job that always passes --resume starts its run the first time.
+            folder = resume_folder(opt)
+            os.makedirs(folder, exist_ok=True)
+        else:
+            folder = new_run_folder(opt.save_path, opt.savename or
+                                    f"{opt.dataset}_{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}", opt.overwrite)
+        write_json(os.path.join(folder, "config.json"), self.config)
+        return folder
+
     def online_log_start(self):
-        if not self.opt.log_online:
+        if not self.opt.log_online or not self.is_main:
             return
         if os.environ.get("WANDB_MODE") not in ("offline", "disabled") and not os.environ.get("WANDB_API_KEY"):
             raise UserError("--log_online needs WANDB_API_KEY in the environment (or WANDB_MODE=offline)")
@@ -239,6 +310,8 @@ class Run:
         cut back to that checkpoint's epoch: rows written after it are written again."""
         resumable = self.opt.resume is not None and os.path.exists(self.last_checkpoint)
         state = checkpoints.load(self.last_checkpoint) if resumable else None
+        if not self.is_main:
+            return state
         for table in ("metrics.csv", "training.csv"):
             truncate_csv(os.path.join(self.folder, table), -1 if state is None else state["epoch"])
         self.history = [{**row, "epoch": int(row["epoch"]), **{name: float(row[name]) for name in self.metric_names}}
@@ -247,18 +320,22 @@ class Run:
 
     def save_training_state(self, epoch, model, criterion, optimizer, scheduler):
         """checkpoint_last.pth with all a resumed run needs; also checkpoint_epoch_<N>.pth per --save_every."""
+        self.epoch = epoch
+        if not self.is_main:
+            return
         state = {"criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
                  "rng": checkpoints.rng_state(), "best": self.best, "skipped_batches": self.skipped_batches,
                  "wandb_id": self.wandb_id}
         if scheduler is not None:
             # weights_only loading accepts plain dicts, not the scheduler's Counter of milestones.
             state["scheduler"] = {**scheduler.state_dict(), "milestones": dict(scheduler.milestones)}
-        self.epoch = epoch
         self.save_checkpoint("checkpoint_last.pth", model, epoch, state)
         if self.opt.save_every and epoch and epoch % self.opt.save_every == 0:
             self.save_checkpoint(f"checkpoint_epoch_{epoch}.pth", model, epoch, state)
 
     def evaluate(self, epoch, model, loaders, device):
+        if not self.is_main:
+            return
         self.evaluated = {}  # the latest embeddings of each split, for the reports at the end
         for split, loader in loaders.items():
             features, labels = evaluation.embed(model, loader, device, description=f"embedding {split}")
@@ -299,6 +376,8 @@ class Run:
         tqdm.write("  ".join(cells) + ("  *" if row["best_for"] else ""))
 
     def log_training(self, epoch, losses, optimizer):
+        if not self.is_main:
+            return
         row = {"epoch": epoch, **losses,
                "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - self.started, 1)}
         append_csv(os.path.join(self.folder, "training.csv"), row)
@@ -311,6 +390,8 @@ class Run:
         checkpoints.save(checkpoint, os.path.join(self.folder, filename))
 
     def finish(self):
+        if not self.is_main:
+            return
         final = {row["split"]: {name: row[name] for name in self.metric_names}
                  for row in self.history if row["epoch"] == self.history[-1]["epoch"]}
         best = {}

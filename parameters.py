@@ -5,7 +5,11 @@ hyperparameters become `--loss_<criterion>_<name>` / `--miner_<miner>_<name>` fl
 the defaults the criterion declares, so there is one place for each default.
 """
 import argparse
+import json
 import os
+import sys
+
+import yaml
 
 import architectures
 import criteria
@@ -43,6 +47,13 @@ def build_parser():
                      help="deterministic algorithms only (torch.use_deterministic_algorithms and cuDNN)")
     run.add_argument("--skip_nonfinite", action="store_true",
                      help="skip batches whose loss is not finite (and count them) instead of stopping")
+
+    speed = parser.add_argument_group("speed (multi-GPU: launch with torchrun --nproc_per_node N main.py ...)")
+    speed.add_argument("--amp", default=None, choices=["bf16", "fp16"],
+                       help="mixed precision for the networks (fp16 with gradient scaling); the loss, the "
+                            "diffusion and the metrics stay float32")
+    speed.add_argument("--channels_last", action="store_true", help="channels-last memory format for the network")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the student and teacher forward")
 
     optimisation = parser.add_argument_group("optimisation")
     optimisation.add_argument("--optim", default="adam", choices=["adam", "sgd"])
@@ -137,6 +148,17 @@ def build_parser():
                                        "confusion matrices) written at the end of the run")
     evaluation_group.add_argument("--project", default="OBD-SD", help="W&B project")
     evaluation_group.add_argument("--group", default="", help="W&B group")
+
+    reproduction = parser.add_argument_group("configuration files, finetuning and class hold-out")
+    reproduction.add_argument("--config", default=None, metavar="FILE",
+                              help="YAML or JSON file of flag values keyed by flag name without the dashes, as in a "
+                                   "run's config.json; flags given on the command line override it")
+    reproduction.add_argument("--init_from", default=None, metavar="PATH",
+                              help="start from the network weights of this checkpoint (a run's .pth or a published "
+                                   "net.pth); optimiser, criterion and epochs start afresh")
+    reproduction.add_argument("--holdout_classes", type=int, default=0, metavar="N",
+                              help="leave the last N training classes out of training (the unseen-class protocol, "
+                                   "python -m evaluation.unseen_classes)")
     return parser
 
 
@@ -159,7 +181,14 @@ def _arch(value):
 
 def parse(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     opt = parser.parse_args(argv)
+    if opt.config is not None:
+        # The file's values become flags ahead of the command line's, so the command line wins
+        # and the file goes through the same types, choices and checks.
+        opt = parser.parse_args(_config_arguments(opt.config, parser) + argv)
+    # Not stored: a run's config.json holds the values, and resuming compares them, not the file's name.
+    del opt.config
     if opt.evaluation_metrics is None:
         opt.evaluation_metrics = evaluation.default_metrics(opt.dataset)
     opt.evaluation_metrics += [m for m in opt.storage_metrics if m not in opt.evaluation_metrics]
@@ -167,6 +196,75 @@ def parse(argv=None):
     if problems:
         parser.error(problems[0])
     return opt
+
+
+def _config_arguments(path, parser):
+    """The command-line arguments that set the values of the --config file at `path`."""
+    values = _read_config(path, parser)
+    actions = {action.dest: action for action in parser._actions
+               if action.option_strings and action.dest not in ("help", "config")}
+    unknown = sorted(set(values) - set(actions))
+    if unknown:
+        parser.error(f"--config {path}: unknown key(s) {', '.join(unknown)}; keys are flag names without the "
+                     "leading --, as in a run's config.json (python main.py --help lists them)")
+    arguments = []
+    for key, value in values.items():
+        try:
+            arguments += _as_arguments(actions[key], value)
+        except ValueError as error:
+            parser.error(f"--config {path}: {key}: {error}; fix the value in the file")
+    # The file's arguments alone first, so that a bad value names the file it came from.
+    checker = build_parser()
+    checker.error = lambda message: parser.error(f"--config {path}: {message}; fix the value in the file")
+    checker.parse_args(arguments)
+    return arguments
+
+
+def _read_config(path, parser):
+    """The mapping of a YAML (.yaml, .yml) or JSON (.json) file."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in (".yaml", ".yml", ".json"):
+        parser.error(f"--config {path}: the file name must end in .yaml, .yml or .json")
+    try:
+        with open(path) as handle:
+            values = json.load(handle) if extension == ".json" else yaml.safe_load(handle)
+    except OSError as error:
+        parser.error(f"--config {path}: cannot read it ({error.strerror}); give an existing YAML or JSON file")
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())
+        parser.error(f"--config {path} is not valid {'JSON' if extension == '.json' else 'YAML'} ({reason}); "
+                     "fix the file")
+    if not isinstance(values, dict):
+        parser.error(f"--config {path} holds a {type(values).__name__}, not a mapping of flag names to values; "
+                     "write one `name: value` per flag")
+    return values
+
+
+def _as_arguments(action, value):
+    """The arguments that give `action` the file's `value`; ValueError for a value no argument can give."""
+    flag = action.option_strings[-1]
+    if action.nargs == 0:
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag} is a switch, its value must be true or false, not {value!r}")
+        return [flag] if value else []
+    if value is None:
+        if action.default is not None:
+            raise ValueError(f"null is not a value of {flag} (default {action.default!r})")
+        return []
+    if action.nargs in ("+", "*"):
+        items = value if isinstance(value, list) else [value]
+        if not all(_is_scalar(item) for item in items):
+            raise ValueError(f"{flag} takes a list of plain values, not {value!r}")
+        return [flag, *(str(item) for item in items)]
+    if not _is_scalar(value):
+        raise ValueError(f"{flag} takes one plain value, not {value!r}")
+    if action.nargs == "?" and value == action.const:
+        return [flag]
+    return [f"{flag}={value}"]
+
+
+def _is_scalar(value):
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
 def _check(opt):
@@ -195,6 +293,11 @@ def _check(opt):
         problems.append(f"--save_every must be 0 (off) or positive, got {opt.save_every}")
     if opt.kernels < 0:
         problems.append("--kernels must be 0 (load in the main process) or more")
+    if opt.holdout_classes < 0:
+        problems.append(f"--holdout_classes must be 0 (off) or more, got {opt.holdout_classes}")
+    if opt.init_from is not None and not os.path.isfile(opt.init_from):
+        problems.append(f"--init_from {opt.init_from}: no such file; give a checkpoint written by main.py "
+                        "(RUN/checkpoint_last.pth or RUN/checkpoint_best_<metric>.pth) or a published net.pth")
     try:
         evaluation.check_names(opt.evaluation_metrics)
         criteria.check_miner(opt.loss, opt.batch_mining)

@@ -72,14 +72,17 @@ def test_storage_metric_is_always_evaluated():
 
 
 def command_flags(capsys):
-    """Every option of the commands the README documents, read from their --help."""
+    """Every option of the commands the README documents (and of torchrun), read from their --help."""
     import Test_pretrained_models
-    from benchmarks import criterion, diffusion, evaluation
+    from benchmarks import criterion, diffusion, evaluation, train_step
     from evaluation import classify, export, reports
 
-    flags = {option for action in parameters.build_parser()._actions for option in action.option_strings}
+    from torch.distributed.run import get_args_parser as torchrun_parser
+
+    flags = {option for parser in (parameters.build_parser(), torchrun_parser())
+             for action in parser._actions for option in action.option_strings}
     for command in (Test_pretrained_models.main, reports.main, export.main, classify.main, criterion.main,
-                    diffusion.main, evaluation.main):
+                    diffusion.main, evaluation.main, train_step.main):
         with pytest.raises(SystemExit):
             command(["--help"])
         flags |= set(re.findall(r"--[A-Za-z]\w*", capsys.readouterr().out))
