@@ -9,6 +9,7 @@ batch a single process would see. The gather's backward sums each slice's gradie
 and the parameters' gradients are then averaged over the ranks: one step equals the single-process
 step on the concatenated batch. Without torchrun (no WORLD_SIZE), everything here is a no-op.
 """
+import datetime
 import os
 from typing import NamedTuple
 
@@ -44,7 +45,8 @@ def setup(gpus=None):
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # The other ranks wait while rank 0 evaluates: allow an SOP-sized evaluation, not just the default 10 min.
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=1))
     return Context(dist.get_rank(), dist.get_world_size(), device)
 
 
