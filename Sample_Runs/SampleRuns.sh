@@ -15,6 +15,10 @@
 # The paper's scripts give no settings for the PSD and margin rows: these are the ablations' choice.
 # Sample_Runs/configs/<run>.yaml holds the same flags for `python main.py --config FILE`.
 set -euo pipefail
+if [ "${1:-}" = --help ] || [ "${1:-}" = -h ]; then
+    sed -n '2,/^set /s/^# \{0,1\}//p' "$0"
+    exit 0
+fi
 cd "$(dirname "$0")/.."
 dry_run=false
 if [ "${1:-}" = --dry-run ]; then

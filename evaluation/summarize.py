@@ -171,17 +171,17 @@ def csv_table(differing, metrics, table):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUNS", help="run folders, or folders holding them")
     parser.add_argument("--metrics", nargs="+", default=None,
                         help="metrics columns of metrics.csv (default: the runs' --evaluation_metrics)")
-    parser.add_argument("--split", default="test", help="the split whose metrics are reported")
+    parser.add_argument("--split", default="test", help="the split whose metrics are reported (default: test)")
     parser.add_argument("--select", default=None,
                         help="metric whose best epoch on the selection split is reported "
                              "(default: each run's first --storage_metrics)")
     parser.add_argument("--final", action="store_true", help="report the last epoch instead of the best")
-    parser.add_argument("--format", default="markdown", choices=["markdown", "csv"])
+    parser.add_argument("--format", default="markdown", choices=["markdown", "csv"],
+                        help="a markdown table (default) or CSV with <metric>_mean and <metric>_std columns")
     return parser
 
 

@@ -102,10 +102,12 @@ def test_a_run_config_json_loads_back(source_run):
     assert vars(parameters.parse(["--config", str(source_run / "config.json")])) == saved
 
 
-def test_finetuning_with_another_criterion_starts_from_the_checkpoint(source_run, tmp_path, one_thread):
+def test_finetuning_with_another_criterion_starts_from_the_checkpoint(source_run, tmp_path, one_thread, offline):
     checkpoint = source_run / "checkpoint_last.pth"
-    main.main(DIGITS + ["--init_from", str(checkpoint), "--loss", "margin", "--save_path", str(tmp_path),
-                        "--savename", "finetune"])
+    # No --not_pretrained: the ImageNet weights, absent here, are not needed under --init_from.
+    flags = [flag for flag in DIGITS if flag != "--not_pretrained"]
+    main.main(flags + ["--init_from", str(checkpoint), "--loss", "margin", "--save_path", str(tmp_path),
+                       "--savename", "finetune"])
     source_rows = read_csv(source_run / "metrics.csv")
     finetune_rows = read_csv(tmp_path / "finetune" / "metrics.csv")
     # Before any finetuning step the network is the source's network after its last epoch.
@@ -134,6 +136,9 @@ def test_init_from_mistakes(source_run, tmp_path, capsys):
     flags = DIGITS + ["--save_path", str(save_path)]
     missing = parse_error(flags + ["--init_from", str(tmp_path / "none.pth")], capsys)
     assert "--init_from" in missing and "no such file" in missing and "checkpoint_last.pth" in missing
+    both = parse_error(flags + ["--init_from", str(source_run / "checkpoint_last.pth"), "--pretrained_weights",
+                                str(tmp_path / "resnet18.pth")], capsys)
+    assert "drop one of them" in both
     notes = tmp_path / "notes.pth"
     notes.write_text("not a checkpoint")
     error = command_error(flags + ["--init_from", str(notes)], capsys)

@@ -1,4 +1,5 @@
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -75,18 +76,20 @@ def command_flags(capsys):
     """Every option of the commands the README documents (and of torchrun), read from their --help."""
     import Test_pretrained_models
     from benchmarks import criterion, diffusion, evaluation, train_step
-    from evaluation import classify, export, reports
+    from evaluation import classify, export, reports, summarize
 
     from torch.distributed.run import get_args_parser as torchrun_parser
 
     flags = {option for parser in (parameters.build_parser(), torchrun_parser())
              for action in parser._actions for option in action.option_strings}
     for command in (Test_pretrained_models.main, reports.main, export.main, classify.main, criterion.main,
-                    diffusion.main, evaluation.main, train_step.main):
+                    diffusion.main, evaluation.main, train_step.main, summarize.main):
         with pytest.raises(SystemExit):
             command(["--help"])
         flags |= set(re.findall(r"--[A-Za-z]\w*", capsys.readouterr().out))
-    return flags
+    sample_runs = subprocess.run(["bash", "Sample_Runs/SampleRuns.sh", "--help"], cwd=Path(__file__).parent.parent,
+                                 capture_output=True, text=True, check=True)
+    return flags | set(re.findall(r"--[A-Za-z]\w*", sample_runs.stdout))
 
 
 def test_every_flag_in_the_readme_exists(capsys):
