@@ -68,7 +68,8 @@ def train_on(opt, context):
     bad_files = sorted({path for dataset in splits.values() for path in dataset.bad_files})
     if bad_files and context.is_main:
         print(f"skipped {len(bad_files)} files that are not readable images (first: {bad_files[0]})")
-    model = architectures.select(opt.arch, opt.embed_dim, pretrained=not opt.not_pretrained,
+    # --init_from replaces the ImageNet weights: they are not read then.
+    model = architectures.select(opt.arch, opt.embed_dim, pretrained=not opt.not_pretrained and not opt.init_from,
                                  pretrained_weights=opt.pretrained_weights, head=opt.head).to(device)
     if opt.init_from is not None:
         evaluation.networks.load_into(model, opt.init_from, f"--init_from {opt.init_from}")

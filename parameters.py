@@ -298,6 +298,8 @@ def _check(opt):
     if opt.init_from is not None and not os.path.isfile(opt.init_from):
         problems.append(f"--init_from {opt.init_from}: no such file; give a checkpoint written by main.py "
                         "(RUN/checkpoint_last.pth or RUN/checkpoint_best_<metric>.pth) or a published net.pth")
+    if opt.init_from is not None and opt.pretrained_weights is not None:
+        problems.append("--init_from replaces the ImageNet weights of --pretrained_weights; drop one of them")
     try:
         evaluation.check_names(opt.evaluation_metrics)
         criteria.check_miner(opt.loss, opt.batch_mining)

@@ -74,11 +74,11 @@ def test_storage_metric_is_always_evaluated():
 
 def command_flags(capsys):
     """Every option of the commands the README documents (and of torchrun), read from their --help."""
+    from torch.distributed.run import get_args_parser as torchrun_parser
+
     import Test_pretrained_models
     from benchmarks import criterion, diffusion, evaluation, train_step
     from evaluation import classify, export, reports, summarize
-
-    from torch.distributed.run import get_args_parser as torchrun_parser
 
     flags = {option for parser in (parameters.build_parser(), torchrun_parser())
              for action in parser._actions for option in action.option_strings}
