@@ -8,6 +8,7 @@ own, on generated JPEGs decoded and augmented as in training.
 """
 import argparse
 import copy
+import functools
 import statistics
 import tempfile
 import time
@@ -34,24 +35,28 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def median_time(function, steps, warmup, device):
-    for _ in range(warmup):
-        function()
-    times = []
+def interleaved_medians(functions, steps, warmup, device):
+    """Median time of each function, timed in rounds that call each once, so that drift in the
+    machine's speed hits them all alike."""
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    times = {name: [] for name in functions}
     for _ in range(steps):
-        synchronize(device)
-        start = time.perf_counter()
-        function()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, function in functions.items():
+            synchronize(device)
+            start = time.perf_counter()
+            function()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def step_times(args, device):
     """Median step time of each run, plus the teacher forward and the OBD-SD target on their own."""
     images = torch.randn(args.bs, 3, args.image_size, args.image_size, device=device)
     labels = torch.arange(args.bs // 2, device=device).repeat_interleave(2)
-    times = {}
+    functions = {}
     for name, flags in RUNS.items():
         opt = parameters.parse(["--n_epochs", "2", "--embed_dim", str(args.embed_dim), *flags])
         torch.manual_seed(0)
@@ -62,17 +67,14 @@ def step_times(args, device):
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         criterion = criteria.select(opt, n_classes=args.bs // 2).to(device)
         optimizer = torch.optim.Adam([*model.parameters(), *criterion.parameters()], lr=1e-5)
-        step = TrainingStep(model, teacher, criterion, optimizer, amp=args.amp,
-                                 channels_last=args.channels_last, compile=args.compile)
-        times[name] = median_time(lambda: step(images, labels, epoch=1), args.steps, args.warmup, device)
-        if name == "+OBD-SD":
-            with torch.no_grad():
-                times["teacher forward"] = median_time(lambda: step.embed(step.teacher_forward, images),
-                                                       args.steps, args.warmup, device)
-                teacher_batch = step.embed(step.teacher_forward, images)
-            times["OBD-SD target"] = median_time(lambda: diffusion.soft_targets(teacher_batch),
-                                                 args.steps, args.warmup, device)
-    return times
+        step = TrainingStep(model, teacher, criterion, optimizer, amp=args.amp, channels_last=args.channels_last,
+                            compile=args.compile)
+        functions[name] = functools.partial(step, images, labels, epoch=1)
+    with torch.no_grad():
+        teacher_batch = step.embed(step.teacher_forward, images)
+    functions["teacher forward"] = torch.no_grad()(functools.partial(step.embed, step.teacher_forward, images))
+    functions["OBD-SD target"] = functools.partial(diffusion.soft_targets, teacher_batch)
+    return interleaved_medians(functions, args.steps, args.warmup, device)
 
 
 def write_jpegs(root, classes, per_class, size):
@@ -113,8 +115,8 @@ def main(argv=None):
     parser.add_argument("--amp", default=None, choices=list(AMP_DTYPES))
     parser.add_argument("--channels_last", action="store_true")
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 5 on CPU, 20 on CUDA)")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="timed rounds (default: 15 on CPU, 30 on CUDA)")
+    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--kernels", type=int, default=2, help="dataloader workers")
     parser.add_argument("--source_size", type=int, default=256, help="side of the generated JPEGs")
     parser.add_argument("--loader_images_per_class", type=int, default=10)
@@ -123,11 +125,11 @@ def main(argv=None):
     cuda = device.type == "cuda"
     args.arch = args.arch or ("resnet50_frozen_normalize" if cuda else "resnet18_frozen_normalize")
     args.image_size = args.image_size or (224 if cuda else 64)
-    args.steps = args.steps or (20 if cuda else 5)
+    args.steps = args.steps or (30 if cuda else 15)
     print(f"{args.arch} at {args.image_size} px, bs {args.bs}, embed {args.embed_dim}, amp {args.amp or 'fp32'}, "
           f"channels_last {args.channels_last}, compile {args.compile}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if cuda else f", torch threads {torch.get_num_threads()}")
-          + f"; median of {args.steps} steps")
+          + f"; medians of {args.steps} interleaved rounds")
     times = step_times(args, device)
     print("| run | step (ms) | images/s | vs baseline |")
     print("|---|---:|---:|---:|")
