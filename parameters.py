@@ -33,7 +33,8 @@ def build_parser():
     run.add_argument("--savename", default="", help="run folder name (default: dataset and time)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--gpu", type=int, nargs="+", default=None,
-                     help="CUDA device (default: the first GPU if there is one, else the CPU; under torchrun: the local rank's)")
+                     help="CUDA device (default: the first GPU if there is one, else the CPU; "
+                          "under torchrun: the local rank's)")
     run.add_argument("--kernels", type=int, default=min(8, os.cpu_count() or 1), help="dataloader workers")
     run.add_argument("--n_epochs", type=int, default=150)
     run.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
