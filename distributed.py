@@ -102,13 +102,17 @@ def check_batch_split(batch_size, samples_per_class, world_size, class_balanced)
                         + f"; use a multiple of {unit}")
 
 
+def _all_gather(tensor):
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
 class _Gather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor):
-        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, tensor.contiguous())
         ctx.share = len(tensor)
-        return torch.cat(parts)
+        return _all_gather(tensor)
 
     @staticmethod
     def backward(ctx, gradient):
@@ -121,11 +125,7 @@ def gather(tensor):
     """The global batch: every rank's slice, concatenated in rank order; differentiable."""
     if not active():
         return tensor
-    if not tensor.requires_grad:
-        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts)
-    return _Gather.apply(tensor)
+    return _Gather.apply(tensor) if tensor.requires_grad else _all_gather(tensor)
 
 
 def average_gradients(parameters):
