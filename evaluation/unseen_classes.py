@@ -28,6 +28,7 @@ import torch
 
 import architectures
 import datasets
+import distributed
 import evaluation
 import main as training
 import parameters
@@ -115,7 +116,7 @@ def run_protocol(opt):
     for name, holdout in runs.items():
         training.train(argparse.Namespace(**{**vars(opt), **common, "savename": name, "holdout_classes": holdout}))
     dataset = evaluation_split(opt)
-    device = torch.device(f"cuda:{opt.gpu[0] if opt.gpu else 0}" if torch.cuda.is_available() else "cpu")
+    device = distributed.select_device(opt.gpu)
     precision = {}
     for name in runs:
         features = embed_last_epoch(os.path.join(folder, name), dataset, opt, device)
