@@ -59,7 +59,7 @@ def train_on(opt, context):
     """The training of `train` in one process: rank context.rank of context.world_size."""
     device = context.device
     distributed.check_batch_split(opt.bs, opt.samples_per_class, context.world_size,
-                                  class_balanced=opt.data_sampler == "class_random")
+                                  class_balanced=datasampler.draws_class_groups(opt.data_sampler))
     splits = datasets.select(opt.dataset, opt.source, augmentation=opt.augmentation,
                              use_tv_split=opt.use_tv_split, tv_split_perc=opt.tv_split_perc,
                              tv_split_by_samples=opt.tv_split_by_samples, on_bad_image=opt.on_bad_image,

@@ -85,7 +85,9 @@ def build_parser():
     data = parser.add_argument_group("data")
     data.add_argument("--bs", type=int, default=112, help="batch size")
     data.add_argument("--samples_per_class", type=int, default=2)
-    data.add_argument("--data_sampler", default="class_random", choices=datasampler.names())
+    data.add_argument("--data_sampler", default="class_random", choices=datasampler.names(),
+                      help="class_random: the released sampler (classes and images drawn with replacement); "
+                           "m_per_class: distinct classes and images; random: ignores classes")
     data.add_argument("--augmentation", default="base", choices=datasets.AUGMENTATIONS)
     data.add_argument("--use_tv_split", action="store_true",
                       help="hold out part of the training data as a validation split")
@@ -274,7 +276,7 @@ def _check(opt):
     positive = {"--n_epochs": opt.n_epochs, "--bs": opt.bs, "--samples_per_class": opt.samples_per_class,
                 "--embed_dim": opt.embed_dim, "--kd_tau": opt.kd_tau, "--diffusion_tau": opt.diffusion_tau}
     problems += [f"{flag} must be positive, got {value}" for flag, value in positive.items() if value <= 0]
-    if opt.data_sampler == "class_random" and opt.bs % opt.samples_per_class:
+    if datasampler.draws_class_groups(opt.data_sampler) and opt.bs % opt.samples_per_class:
         problems.append(f"--bs {opt.bs} is not a multiple of --samples_per_class {opt.samples_per_class}")
     if opt.diffusion_solver == "cg" and opt.diffusion_norm != "symmetric":
         problems.append("--diffusion_solver cg needs a symmetric graph: add --diffusion_norm symmetric")

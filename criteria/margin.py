@@ -10,8 +10,10 @@ from criteria.registry import register_criterion
 class Margin(nn.Module):
     """Margin loss (Wu et al., ICCV 2017) on mined triplets (a, p, n):
     relu(d_ap - beta + margin) + relu(beta - d_an + margin), summed and divided by the number
-    of non-zero terms. beta is learnt per class of the anchor (its own lr, beta_lr) unless
-    beta_constant; nu weights an L1 penalty on the betas used.
+    of non-zero terms (the positive and the negative terms counted apart). beta is learnt per
+    class of the anchor (its own lr, beta_lr) unless beta_constant; nu weights an L1 penalty on
+    the betas used, added to the sum before the division:
+        (sum of the terms + nu * sum of the betas used) / (number of non-zero terms).
     """
     hyperparameters = {"margin": 0.2, "beta": 1.2, "beta_lr": 5e-4, "nu": 0.0, "beta_constant": False}
     default_miner = "distance"
@@ -42,7 +44,9 @@ class Margin(nn.Module):
         pos_loss = F.relu(d_ap - beta + self.margin)
         neg_loss = F.relu(beta - d_an + self.margin)
         active_terms = ((pos_loss > 0).sum() + (neg_loss > 0).sum()).clamp_min(1)
-        loss = (pos_loss + neg_loss).sum() / active_terms
+        total = (pos_loss + neg_loss).sum()
         if self.nu and not self.beta_constant:
-            loss = loss + self.nu * beta.sum()
-        return loss
+            # Inside the normalisation, as in Wu et al.'s code and pytorch-metric-learning; the
+            # released code adds it after the division, so weighted by the number of active terms.
+            total = total + self.nu * beta.sum()
+        return total / active_terms

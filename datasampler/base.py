@@ -46,3 +46,27 @@ class BatchSampler:
     def batches(self, rng: np.random.Generator):
         """The epoch's batches as index arrays."""
         raise NotImplementedError
+
+
+class ClassBatchSampler(BatchSampler):
+    """A sampler whose batches are groups of samples_per_class images of one class each,
+    batch_size // samples_per_class groups a batch, laid out group after group."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, samples_per_class: int, seed: int):
+        super().__init__(labels, batch_size, samples_per_class, seed)
+        if samples_per_class < 1 or batch_size % samples_per_class:
+            raise UserError(f"--bs {batch_size} is not a multiple of --samples_per_class {samples_per_class}; "
+                            "choose a batch size that is")
+        self.classes_per_batch = batch_size // samples_per_class
+        _, self.class_sizes = np.unique(self.labels, return_counts=True)
+        # The images of class c are by_class[class_starts[c]: class_starts[c] + class_sizes[c]].
+        self.by_class = np.argsort(self.labels, kind="stable")
+        self.class_starts = np.cumsum(self.class_sizes) - self.class_sizes
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_sizes)
+
+    def class_members(self, label_index: int) -> np.ndarray:
+        start = self.class_starts[label_index]
+        return self.by_class[start:start + self.class_sizes[label_index]]

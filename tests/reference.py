@@ -72,8 +72,9 @@ def kl_batchmean(student, target, kd_tau):
     return total / size
 
 
-def margin(embeddings, labels, triplets, beta, margin_value):
-    """Margin loss over given (a, p, n) triplets; beta is a per-class tensor."""
+def margin(embeddings, labels, triplets, beta, margin_value, nu=0.0):
+    """Margin loss over given (a, p, n) triplets; beta is a per-class tensor. As Wu et al.'s code:
+    (sum of the terms + nu * sum of the betas used) / (number of non-zero terms)."""
     rows = embeddings.double()
     terms, active = [], 0
     for a, p, n in triplets:
@@ -83,7 +84,7 @@ def margin(embeddings, labels, triplets, beta, margin_value):
         pos = torch.clamp(d_ap - class_beta + margin_value, min=0)
         neg = torch.clamp(class_beta - d_an + margin_value, min=0)
         active += int(pos > 0) + int(neg > 0)
-        terms.append(pos + neg)
+        terms.append(pos + neg + nu * class_beta)
     return sum(terms) / max(active, 1)
 
 

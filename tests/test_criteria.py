@@ -105,18 +105,43 @@ class FixedMiner:
         return tuple(self.triplets)
 
 
-@pytest.mark.parametrize("margin_value", [0.2, 1.0])
-def test_margin_matches_loop_with_fixed_triplets(margin_value):
+@pytest.mark.parametrize("margin_value,nu", [(0.2, 0.0), (1.0, 0.0), (0.2, 1 / 16), (1.0, 0.5)])
+def test_margin_matches_loop_with_fixed_triplets(margin_value, nu):
     embeddings, labels = embedded_batch(seed=4)
     triplets = [(0, 1, 3), (1, 2, 7), (4, 5, 0), (9, 10, 11), (6, 8, 2), (11, 9, 1)]
     criterion = Margin(FixedMiner(triplets), distances.euclidean, n_classes=4, margin=margin_value, beta=1.2,
-                       beta_lr=5e-4, nu=0.0, beta_constant=False)
+                       beta_lr=5e-4, nu=nu, beta_constant=False).double()
     with torch.no_grad():
         criterion.beta.copy_(torch.tensor([1.0, 1.2, 0.8, 1.5]))
+    beta = criterion.beta.detach().clone().requires_grad_()
+
+    def loop(e):
+        return reference.margin(e, labels, triplets, beta, margin_value, nu)
+
     ours = value_and_grad(lambda e: criterion(e, labels), embeddings)
-    loop = value_and_grad(lambda e: reference.margin(e, labels, triplets, criterion.beta.detach(), margin_value),
-                          embeddings)
-    torch.testing.assert_close(ours, loop, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(ours, value_and_grad(loop, embeddings), rtol=1e-8, atol=1e-10)
+    criterion(embeddings, labels).backward()
+    loop(embeddings).backward()
+    torch.testing.assert_close(criterion.beta.grad, beta.grad, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("nu", [0.0, 1 / 16, 0.5])
+def test_margin_equals_pytorch_metric_learning_with_learnt_betas(nu):
+    from pytorch_metric_learning.distances import LpDistance
+    from pytorch_metric_learning.losses import MarginLoss
+
+    embeddings, labels = embedded_batch(seed=4)
+    triplets = [(0, 1, 3), (1, 2, 7), (4, 5, 0), (9, 10, 11), (6, 8, 2), (11, 9, 1)]
+    ours = Margin(FixedMiner(triplets), distances.euclidean, n_classes=4, margin=0.2, beta=1.2, beta_lr=5e-4,
+                  nu=nu, beta_constant=False).double()
+    library = MarginLoss(margin=0.2, nu=nu, beta=1.2, learn_beta=True, num_classes=4,
+                         distance=LpDistance(normalize_embeddings=False)).double()
+    for criterion in (ours, library):
+        with torch.no_grad():
+            criterion.beta.copy_(torch.tensor([1.0, 1.2, 0.8, 1.5]))
+    library_loss = library(embeddings, labels, indices_tuple=tuple(torch.tensor(triplets).T))
+    # ours adds 1e-8 under the square root of each distance, as the released code does
+    torch.testing.assert_close(ours(embeddings, labels), library_loss, rtol=1e-6, atol=1e-8)
 
 
 def test_margin_beta_is_indexed_by_anchor_class_and_learns():
