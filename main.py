@@ -357,7 +357,9 @@ class Run:
                 self.wandb.log({f"{split}/{name}": value for name, value in metrics.items()} | {"epoch": epoch})
 
     def _update_best(self, epoch, split, metrics, model):
-        if split != self.selection_split:
+        # Epoch 0, the untrained network, is logged but never selected: the released protocol
+        # evaluates trained epochs only.
+        if split != self.selection_split or epoch == 0:
             return []
         improved = [name for name in self.opt.storage_metrics
                     if name not in self.best or metrics[name] > self.best[name]["value"]]
@@ -406,6 +408,8 @@ class Run:
             reports = write_run_reports(self.folder, getattr(self, "evaluated", {}), self.opt.seed, self.wandb)
             print(f"reports: {', '.join(os.path.basename(path) for path in reports.values())}")
         summary = {"run_folder": self.folder, "selection_split": self.selection_split,
+                   "selection": f"best epoch on the {self.selection_split} split among the trained epochs "
+                                f"1-{self.opt.n_epochs}; epoch 0 (before training) is evaluated, never selected",
                    "epochs": self.opt.n_epochs, "best": best, "final": final,
                    "train_seconds": round(time.time() - self.started, 1),
                    "skipped_batches": self.skipped_batches, "bad_files": self.bad_files,

@@ -47,7 +47,8 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
     train, test = (_apply_bad_image_policy(split, on_bad_image, workers) for split in loader.load(source))
     splits = {"train": train}
     if use_tv_split:
-        splits["train"], splits["val"] = split_train_val(train, tv_split_perc, tv_split_by_samples)
+        splits["train"], splits["val"] = split_train_val(train, tv_split_perc, tv_split_by_samples,
+                                                         loader.sample_split)
     if holdout_classes:
         splits["train"] = without_last_classes(splits["train"], holdout_classes)
     splits["test"] = test

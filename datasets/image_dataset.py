@@ -32,10 +32,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 class ImageDataset(Dataset):
     """(image tensor, label) pairs; `paths` holds the image files, or is None when `pixels`
-    (N x H x W uint8) holds the images. Labels are 0..n_classes-1, named by `class_names`."""
+    (N x H x W uint8) holds the images. Labels are 0..n_classes-1, named by `class_names`.
+    `super_labels`, where the dataset has super-categories (Stanford Online Products), gives
+    each image's."""
 
-    def __init__(self, labels, class_names, *, paths=None, pixels=None, transform=None):
+    def __init__(self, labels, class_names, *, paths=None, pixels=None, transform=None, super_labels=None):
         self.labels = np.asarray(labels, dtype=np.int64)
+        self.super_labels = None if super_labels is None else np.asarray(super_labels, dtype=np.int64)
         self.class_names = list(class_names)
         self.paths = paths
         self.pixels = pixels
@@ -73,7 +76,8 @@ class ImageDataset(Dataset):
         subset = ImageDataset(labels, class_names,
                               paths=None if self.paths is None else [self.paths[i] for i in indices],
                               pixels=None if self.pixels is None else self.pixels[indices],
-                              transform=self.transform)
+                              transform=self.transform,
+                              super_labels=None if self.super_labels is None else self.super_labels[indices])
         subset.bad_files = self.bad_files
         return subset
 

@@ -33,10 +33,11 @@ def read_split(root: str, info_file: str) -> ImageDataset:
     table = read_info_file(os.path.join(root, "Info_Files", info_file))
     class_ids, labels = np.unique(table["class_id"].to_numpy(), return_inverse=True)
     paths = (os.path.join(root, "images", "") + table["path"]).tolist()
-    return ImageDataset(labels, [str(class_id) for class_id in class_ids], paths=paths)
+    return ImageDataset(labels, [str(class_id) for class_id in class_ids], paths=paths,
+                        super_labels=table["super_class_id"].to_numpy())
 
 
-@register("online_products")
+@register("online_products", sample_split="first")
 def load(source):
     root = find_root(source, "online_products", ("online_products", "Stanford_Online_Products"), LAYOUT)
     return read_split(root, "Ebay_train.txt"), read_split(root, "Ebay_test.txt")

@@ -7,14 +7,15 @@ from typing import Callable
 class Loader:
     load: Callable  # load(source) -> (train ImageDataset, test ImageDataset), without transforms
     preprocessing: dict  # Preprocessing fields this dataset fixes, whatever the command line says
+    sample_split: str  # how --tv_split_by_samples picks a class's training images (datasets/splits.py)
 
 
 LOADERS: dict[str, Loader] = {}
 
 
-def register(name: str, **preprocessing):
+def register(name: str, sample_split: str = "spaced", **preprocessing):
     def add(load):
-        LOADERS[name] = Loader(load, preprocessing)
+        LOADERS[name] = Loader(load, preprocessing, sample_split)
         return load
 
     return add

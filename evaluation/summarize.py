@@ -7,9 +7,9 @@ RUNS are run folders written by main.py, or folders holding them at any depth (e
 Training_Results/). Runs whose config.json files differ only in --seed and in flags that do
 not change the computation (main.OPERATIONAL_FLAGS) form one group, one row of the table;
 the columns name the flags in which the groups differ. Each run contributes the metrics of
-`--split` at one epoch: the epoch with the best `--select` metric (default: the run's first
---storage_metrics) on the split that run selected its checkpoints on (val with --use_tv_split,
-else test), or with --final its last epoch. The table says which split selected the epochs.
+`--split` at one epoch: the trained epoch (1 or later) with the best `--select` metric (default:
+the run's first --storage_metrics) on the split that run selected its checkpoints on (val with
+--use_tv_split, else test), or with --final its last epoch. The table says which split selected the epochs.
 Runs without summary.json (not finished) are left out, and named on stderr.
 """
 import argparse
@@ -78,7 +78,8 @@ def chosen_row(run, split, select, final):
         epoch = max(int(row["epoch"]) for row in rows)
     else:
         select = select or run["config"]["storage_metrics"][0]
-        candidates = [row for row in rows if row["split"] == run["selection_split"]]
+        # as main.py selects its checkpoints: never epoch 0, the untrained network
+        candidates = [row for row in rows if row["split"] == run["selection_split"] and int(row["epoch"]) > 0]
         if not candidates or select not in candidates[0]:
             raise UserError(f"{run['folder']}/metrics.csv has no {select} on the {run['selection_split']} split; "
                             f"choose --select among {', '.join(_metric_columns(rows))}")

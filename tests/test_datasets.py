@@ -8,7 +8,8 @@ from PIL import Image
 from torchvision import transforms as T
 
 import datasets
-from datasets.image_dataset import load_rgb
+from datasets.image_dataset import ImageDataset, load_rgb
+from datasets.splits import split_train_val
 from errors import UserError
 from tests.images import write_class_tree, write_image
 
@@ -143,14 +144,83 @@ def test_val_split_by_classes(tmp_path):
 
 def test_val_split_by_samples_keeps_labels(tmp_path):
     write_class_tree(tmp_path, [f"class_{index}" for index in range(6)], images_per_class=3)
-    splits = datasets.select("folder", str(tmp_path), use_tv_split=True, tv_split_perc=0.5,
+    splits = datasets.select("folder", str(tmp_path), use_tv_split=True, tv_split_perc=0.7,
                              tv_split_by_samples=True, **SMALL)
     train, val = splits["train"], splits["val"]
-    assert train.labels.tolist() == [0, 0, 1, 1, 2, 2]  # round(1.5) = 2 of 3 images stay in training
+    assert train.labels.tolist() == [0, 0, 1, 1, 2, 2]  # int(0.7 * 3) = 2 of 3 images stay in training
     assert val.labels.tolist() == [0, 1, 2]
     assert val.class_names == train.class_names == ["class_0", "class_1", "class_2"]
-    assert val.paths[1].endswith("class_1/img_2.jpg")
+    assert val.paths[1].endswith("class_1/img_1.jpg")  # positions round(linspace(0, 2, 2)) = 0, 2 train
     assert not set(train.paths) & set(val.paths)
+
+
+def in_memory(labels, super_labels=None):
+    labels = np.asarray(labels)
+    return ImageDataset(labels, [f"c{label}" for label in range(labels.max() + 1)],
+                        pixels=np.zeros((len(labels), 2, 2), dtype=np.uint8), super_labels=super_labels)
+
+
+def released_spaced_positions(n, perc):
+    """Revisiting-DML's cub200.py: the positions round(j (n - 1) / (k - 1)), j < k = int(n perc)."""
+    k = int(n * perc)
+    return sorted({round(j * (n - 1) / (k - 1)) for j in range(k)}) if k > 1 else [0]
+
+
+@pytest.mark.parametrize("n,perc", [(60, 0.8), (41, 0.8), (59, 0.85), (10, 0.75), (7, 0.5), (5, 0.3)])
+def test_val_split_by_samples_spaced_is_the_released_rule(n, perc):
+    dataset = in_memory(np.repeat([0, 1], [n, 3]))
+    dataset.pixels[:, 0, 0] = np.arange(n + 3)  # tag each image with its index
+    train, val = split_train_val(dataset, perc, by_samples=True, sample_rule="spaced")
+    assert train.pixels[train.labels == 0, 0, 0].tolist() == released_spaced_positions(n, perc)
+    assert sorted(train.pixels[:, 0, 0].tolist() + val.pixels[:, 0, 0].tolist()) == list(range(n + 3))
+
+
+def test_val_split_by_samples_spaced_picks_the_positions():
+    labels = np.zeros(10, dtype=np.int64)
+    dataset = in_memory(np.concatenate([labels, [1, 1]]))
+    dataset.pixels[:, 0, 0] = np.arange(12)  # tag each image with its index
+    train, val = split_train_val(dataset, 0.8, by_samples=True, sample_rule="spaced")
+    # linspace(0, 9, 8) = 0, 1.29, 2.57, 3.86, 5.14, 6.43, 7.71, 9: images 2 and 7 validate
+    assert train.pixels[train.labels == 0, 0, 0].tolist() == [0, 1, 3, 4, 5, 6, 8, 9]
+    assert val.pixels[val.labels == 0, 0, 0].tolist() == [2, 7]
+
+
+def test_val_split_by_samples_first_takes_each_class_prefix():
+    dataset = in_memory([0, 1, 0, 1, 0, 0, 1, 0, 1, 1])
+    dataset.pixels[:, 0, 0] = np.arange(10)
+    train, val = split_train_val(dataset, 0.7, by_samples=True, sample_rule="first")
+    # class 0 (5 images) keeps int(3.5) = 3, class 1 (5 images) as well, in file order
+    assert train.pixels[:, 0, 0].tolist() == [0, 1, 2, 3, 4, 6]
+    assert val.pixels[:, 0, 0].tolist() == [5, 7, 8, 9]
+
+
+def test_val_split_by_classes_truncates_as_the_released_code():
+    # int(0.29 * 100) is 28 in floating point, as in the released code (round() would give 29)
+    train, val = split_train_val(in_memory(np.arange(100)), 0.29, by_samples=False)
+    assert train.class_names == [f"c{label}" for label in range(28)] and val.n_classes == 72
+    train, _ = split_train_val(in_memory(np.arange(10)), 0.75, by_samples=False)
+    assert train.n_classes == 7
+
+
+def test_val_split_by_classes_per_super_category():
+    # super-category 1 holds classes 0 2 3 5 7, super-category 2 classes 1 4 6: int(0.7 n) of each train
+    super_of_class = np.array([1, 2, 1, 1, 2, 1, 2, 1])
+    labels = np.repeat(np.arange(8), 2)
+    train, val = split_train_val(in_memory(labels, super_of_class[labels]), 0.7, by_samples=False)
+    assert train.class_names == ["c0", "c1", "c2", "c3", "c4"] and val.class_names == ["c5", "c6", "c7"]
+    assert_contiguous(train)
+    assert train.super_labels.tolist() == super_of_class[np.repeat(np.arange(5), 2)].tolist()
+
+
+def test_online_products_val_split_by_super_category(tmp_path):
+    write_sop_tree(tmp_path)
+    splits = datasets.select("online_products", str(tmp_path), use_tv_split=True, tv_split_perc=0.5, **SMALL)
+    # bicycle (classes 11, 15): int(1.0) = 1 trains; chair (40): int(0.5) = 0 trains
+    assert splits["train"].class_names == ["11"] and splits["val"].class_names == ["15", "40"]
+    samples = datasets.select("online_products", str(tmp_path), use_tv_split=True, tv_split_perc=0.5,
+                              tv_split_by_samples=True, **SMALL)
+    assert [os.path.basename(path) for path in samples["train"].paths] == ["11_0.JPG", "15_0.JPG", "40_0.JPG"]
+    assert [os.path.basename(path) for path in samples["val"].paths] == ["11_1.JPG"]
 
 
 @pytest.mark.parametrize("perc, by_samples, message", [(0.1, False, "each side needs at least one"),

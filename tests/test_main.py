@@ -49,7 +49,7 @@ def test_digits_obd_sd_run_writes_everything_it_promises(tmp_path):
         for name in ("e_recall@1", "e_recall@2", "e_recall@4", "e_recall@8", "nmi"):
             assert 0 <= float(row[name]) <= 1
         assert float(row["e_recall@1"]) <= float(row["e_recall@8"])
-    assert metrics[0]["best_for"] == "e_recall@1"
+    assert metrics[0]["best_for"] == "" and metrics[1]["best_for"] == "e_recall@1"  # epoch 0 is never selected
 
     training = read_csv(folder / "training.csv")
     assert [float(row["kd_weight"]) for row in training] == [0.0, 0.5 * 75]
@@ -57,9 +57,10 @@ def test_digits_obd_sd_run_writes_everything_it_promises(tmp_path):
     assert all(float(row["loss"]) > 0 for row in training)
 
     summary = json.loads((folder / "summary.json").read_text())
-    assert summary["selection_split"] == "test"
+    assert summary["selection_split"] == "test" and "epoch 0 (before training) is evaluated, never selected" \
+        in summary["selection"]
     best = summary["best"]["e_recall@1"]
-    assert best["value"] == max(float(row["e_recall@1"]) for row in metrics)
+    assert best["epoch"] > 0 and best["value"] == max(float(row["e_recall@1"]) for row in metrics[1:])
     assert best["checkpoint"] == "checkpoint_best_e_recall@1.pth"
 
     checkpoint = torch.load(folder / "checkpoint_last.pth", weights_only=True)
@@ -137,10 +138,10 @@ def test_missing_imagenet_weights_name_the_file_and_the_way_out(cub_tree, tmp_pa
     assert_one_line_error(result, "resnet18-", "--not_pretrained")
 
 
-def test_batch_needs_more_classes_than_the_split_has(cub_tree, tmp_path):
+def test_m_per_class_batch_needs_more_classes_than_the_split_has(cub_tree, tmp_path):
     result = run_main(["--dataset", "cub200", "--source", str(cub_tree), "--not_pretrained", "--arch", "resnet18",
-                       "--save_path", str(tmp_path)])
-    assert_one_line_error(result, "--samples_per_class")
+                       "--data_sampler", "m_per_class", "--save_path", str(tmp_path)])
+    assert_one_line_error(result, "--samples_per_class", "--data_sampler class_random")
 
 
 def test_online_logging_without_key_or_offline_mode(tmp_path):

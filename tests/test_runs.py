@@ -106,7 +106,8 @@ def test_info_files_with_wrong_columns(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,fragments", [
-    (["--samples_per_class", "8", "--bs", "16"], ["--samples_per_class 8 is above the largest training class"]),
+    (["--samples_per_class", "8", "--bs", "16", "--data_sampler", "m_per_class"],
+     ["--samples_per_class 8 is above the largest training class"]),
     (["--gpu", "0"], ["no CUDA GPU"]),
 ])
 def test_run_time_configuration_errors(cub, tmp_path, capsys, argv, fragments):
