@@ -25,7 +25,7 @@ from errors import UserError, run_command
 from evaluation import networks
 
 PUBLISHED_EMBED_DIMS = (128, 512)
-# The paper's 512-d OBD-SD runs pool with average + max (SPEC section 4).
+# The paper's 512-d OBD-SD runs pool with average + max (the `_double` arch of the released runs).
 PUBLISHED_ARCHS = {"PSD": networks.PAPER_ARCH, "OBDSD_d128": networks.PAPER_ARCH,
                    "OBDSD_d512": networks.PAPER_ARCH + "_double"}
 

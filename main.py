@@ -1,4 +1,6 @@
-"""Train a deep metric learning model, optionally with PSD / OBD-SD (SPEC section 1).
+"""Train a deep metric learning model, optionally with PSD / OBD-SD
+(Zeng, Yang, Liu, Satoh, "Improving deep metric learning via self-distillation and online
+batch diffusion process", Visual Intelligence 2024).
 
     python main.py --dataset cub200 --source /data/cub200 --PSD --OBDP
 

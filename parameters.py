@@ -1,6 +1,6 @@
 """The command line, grouped by concern. `parse(argv)` returns the namespace main.py runs on.
 
-Flag names follow the paper's scripts (SPEC section 3). Each criterion's and miner's
+Flag names follow the paper's released scripts (Revisiting-DML's names). Each criterion's and miner's
 hyperparameters become `--loss_<criterion>_<name>` / `--miner_<miner>_<name>` flags with
 the defaults the criterion declares, so there is one place for each default.
 """

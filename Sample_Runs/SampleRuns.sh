@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's runs (SPEC section 4) and their ablations on CUB200-2011, CARS196 and Stanford Online
+# The paper's runs (the settings of its released SampleRuns.sh) and their ablations on CUB200-2011, CARS196 and Stanford Online
 # Products: ResNet50, bs 112, 2 samples per class, one training per seed.
 #   datapath=/data gpu=0 seeds="0 1 2" bash Sample_Runs/SampleRuns.sh [--dry-run] [cub|cars|sop ...]
 # $datapath holds cub200/, cars196/ and online_products/ (or CUB_200_2011/, Stanford_Online_Products/).

@@ -1,5 +1,5 @@
 """Training criteria by name: `select(opt, n_classes)` builds the one named by `opt.loss`,
-wrapped in the self-distillation of SPEC section 1 when `--PSD` is on.
+wrapped in the self-distillation of criteria/self_distillation.py when `--PSD` is on.
 
 A criterion class declares `hyperparameters` (its --loss_<name>_<param> flags), and, when it
 uses them, `miners` / `default_miner` and the constructor arguments `miner`, `distance`

@@ -7,7 +7,8 @@ import diffusion
 
 
 class SelfDistilledCriterion(nn.Module):
-    """L = L_dml + (epoch / n_epochs) * kd_lambda * kd_tau^2 * KL(target || p) (SPEC section 1).
+    """L = L_dml + (epoch / n_epochs) * kd_lambda * kd_tau^2 * KL(target || p): the PSD loss of
+    Zeng et al. 2024 with its progressive weight.
 
     `distillation` is None for the plain criterion. Otherwise a dict with kd_tau, kd_lambda,
     n_epochs, diffusion_w (0 = PSD, > 0 = OBDP), diffusion_tau and optionally diffusion_options

@@ -1,5 +1,5 @@
 """Soft targets for self-distillation: the teacher's similarity distribution, optionally
-diffused over an affinity graph of the batch (OBDP, SPEC section 1), and the same diffusion as
+diffused over an affinity graph of the batch (OBDP, Zeng et al. 2024), and the same diffusion as
 a test-time re-ranking of retrieval results."""
 from diffusion.graphs import KNN_MODES, NORMALISATIONS, Graph, affinity_graph
 from diffusion.propagation import SOLVERS, diffuse

@@ -1,4 +1,4 @@
-"""Plain float64 loop re-computations of SPEC section 1, the yardstick of the criterion tests.
+"""Plain float64 loop re-computations of the MS, PSD and OBDP formulas, the yardstick of the criterion tests.
 
 Written for clarity, not speed: one Python loop per sum in the formula.
 """

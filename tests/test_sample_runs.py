@@ -1,4 +1,4 @@
-"""Sample_Runs/SampleRuns.sh: every run parses with parameters.parse, matches SPEC section 4, runs
+"""Sample_Runs/SampleRuns.sh: every run parses with parameters.parse, matches the paper's run table, runs
 what --dry-run prints, and has a Sample_Runs/configs/<run>.yaml that parses to the same flags."""
 import os
 import shlex
@@ -11,7 +11,7 @@ import parameters
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "Sample_Runs", "configs")
 
-# SPEC section 4: (arch suffixes, embed_dim, n_epochs, kd_lambda, diffusion_w, diffusion_tau, tau, gamma);
+# The paper's runs (its released SampleRuns.sh): (arch suffixes, embed_dim, n_epochs, kd_lambda, diffusion_w, diffusion_tau, tau, gamma);
 # None for the distillation settings of a baseline.
 D128, D512 = "resnet50_frozen_normalize", "resnet50_frozen_normalize_double"
 PAPER = {
