@@ -11,7 +11,6 @@ or this codebase's:
 
     python Test_pretrained_models.py --dataset cub200 --source $datapath --checkpoint PATH
 """
-import argparse
 import json
 import os
 import sys
@@ -21,7 +20,7 @@ import torch
 
 import datasets
 import evaluation
-from errors import UserError, run_command
+from errors import CommandParser, UserError, run_command
 from evaluation import networks
 
 PUBLISHED_EMBED_DIMS = (128, 512)
@@ -31,8 +30,7 @@ PUBLISHED_ARCHS = {"PSD": networks.PAPER_ARCH, "OBDSD_d128": networks.PAPER_ARCH
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = CommandParser(command="python Test_pretrained_models.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="cub200", choices=datasets.names())
     parser.add_argument("--source", default=None, help="dataset folder (the one holding images/), or its parent")
     parser.add_argument("--checkpoint", default=None, help="a checkpoint file; default: the published one the "

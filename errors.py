@@ -1,14 +1,26 @@
-"""The one exception type for mistakes a user can fix (bad flags, missing data, bad files).
+"""How a command tells its user about a mistake or an interruption: one line, no traceback.
 
-Every command runs its body through run_command, which prints such an error as one line and
-exits with status 2, without a traceback.
+Every command runs its body through run_command, which prints a UserError as one line and exits
+with status 2, and Ctrl-C or SIGTERM as one line with exit status 130 or 143. Its flags go
+through a CommandParser, whose errors are one line too and whose --help shows every default.
 The message names the problem and the fix.
 """
+import argparse
+import signal
 import sys
+import threading
 
 
 class UserError(Exception):
     pass
+
+
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the command; the message says what was kept."""
+
+    def __init__(self, signal_number, message=""):
+        super().__init__(message)
+        self.signal_number = signal_number
 
 
 def one_line(error):
@@ -18,10 +30,43 @@ def one_line(error):
     return lines[-1].split("UserError: ", 1)[-1]
 
 
+def _raise_interrupted(signal_number, frame):
+    raise Interrupted(signal_number)
+
+
 def run_command(function, *args):
-    """Call a command's body: a UserError becomes one line on stderr and exit status 2."""
+    """Call a command's body: a UserError becomes one line on stderr and exit status 2; Ctrl-C and
+    SIGTERM one line and exit status 128 + the signal's number (130, 143)."""
+    main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None
     try:
         return function(*args)
     except UserError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         sys.exit(2)
+    except (KeyboardInterrupt, Interrupted) as error:
+        number = getattr(error, "signal_number", signal.SIGINT)
+        print(f"stopped by {signal.Signals(number).name}" + (f": {error}" if str(error) else ""), file=sys.stderr)
+        sys.exit(128 + number)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line ("error: ...; see <command> --help") with exit
+    status 2, and whose --help shows the default of every flag."""
+
+    def __init__(self, *args, command=None, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.command = command or f"python {self.prog}"
+
+    def format_help(self):
+        for action in self._actions:
+            if action.help is None:
+                action.help = "(default: %(default)s)"  # the formatter shows no default for a flag without help
+        return super().format_help()
+
+    def error(self, message):
+        self.exit(2, f"error: {message}; see {self.command} --help\n")

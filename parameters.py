@@ -17,13 +17,13 @@ import datasampler
 import datasets
 import diffusion
 import evaluation
+from errors import CommandParser
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         description="Deep metric learning with progressive self-distillation (PSD) and "
-                    "online batch diffusion (OBDP).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "online batch diffusion (OBDP).", command="python main.py")
 
     run = parser.add_argument_group("run")
     run.add_argument("--dataset", default="cub200", choices=datasets.names())
@@ -182,7 +182,7 @@ def _arch(value):
     return value
 
 
-def parse(argv=None):
+def parse(argv=None, warn=True):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     opt = parser.parse_args(argv)
@@ -198,7 +198,30 @@ def parse(argv=None):
     problems = _check(opt)
     if problems:
         parser.error(problems[0])
+    # Under torchrun every process parses the flags: the first one speaks for all.
+    if warn and os.environ.get("RANK", "0") == "0":
+        for warning in _no_effect(opt):
+            print(f"warning: {warning}", file=sys.stderr)
     return opt
+
+
+def _no_effect(opt):
+    """Legal values that change nothing, each as a one-line warning."""
+    warnings = []
+    fc_lr = opt.fc_lr if opt.fc_lr >= 0 else opt.lr
+    if opt.lr == 0:
+        warnings.append("--lr 0: the backbone does not train" + ("" if fc_lr else ", nor the embedding layer"))
+    late = [milestone for milestone in opt.tau if milestone >= opt.n_epochs]
+    if opt.scheduler == "step" and late:
+        warnings.append(f"--tau {' '.join(map(str, late))} at or after --n_epochs {opt.n_epochs}: "
+                        "the learning rate never steps there")
+    if opt.PSD and opt.n_epochs == 1:
+        warnings.append("--PSD with --n_epochs 1: the distillation weight epoch / n_epochs is 0 in the only epoch, "
+                        "so it has no effect")
+    if opt.OBDP and opt.diffusion_k is not None and opt.diffusion_k >= opt.bs - 1:
+        warnings.append(f"--diffusion_k {opt.diffusion_k} with --bs {opt.bs}: every other sample of a batch is a "
+                        "neighbour, so the graph is the dense one; drop --diffusion_k")
+    return warnings
 
 
 def _config_arguments(path, parser):
@@ -276,6 +299,8 @@ def _check(opt):
     positive = {"--n_epochs": opt.n_epochs, "--bs": opt.bs, "--samples_per_class": opt.samples_per_class,
                 "--embed_dim": opt.embed_dim, "--kd_tau": opt.kd_tau, "--diffusion_tau": opt.diffusion_tau}
     problems += [f"{flag} must be positive, got {value}" for flag, value in positive.items() if value <= 0]
+    not_negative = {"--lr": opt.lr, "--decay": opt.decay, "--seed": opt.seed, "--kd_lambda": opt.kd_lambda}
+    problems += [f"{flag} must be 0 or more, got {value}" for flag, value in not_negative.items() if value < 0]
     if datasampler.draws_class_groups(opt.data_sampler) and opt.bs % opt.samples_per_class:
         problems.append(f"--bs {opt.bs} is not a multiple of --samples_per_class {opt.samples_per_class}")
     if opt.diffusion_solver == "cg" and opt.diffusion_norm != "symmetric":

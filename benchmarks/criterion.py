@@ -4,7 +4,6 @@ matrix inverse for the diffusion), both measured in this run on the same batches
 
     python -m benchmarks.criterion [--sizes 112 1024] [--dim 128] [--device cpu]
 """
-import argparse
 import statistics
 import time
 
@@ -13,6 +12,8 @@ from torch.nn import functional as F
 
 from criteria.multisimilarity import MultiSimilarity
 from criteria.self_distillation import SelfDistilledCriterion
+from benchmarks import available_device
+from errors import CommandParser
 
 HYPER = {"pos_weight": 2.0, "neg_weight": 40.0, "margin": 0.1, "thresh": 0.5}
 DISTILLATION = {"kd_tau": 1.0, "kd_lambda": 75.0, "n_epochs": 150, "diffusion_w": 0.99, "diffusion_tau": 1.0}
@@ -64,10 +65,10 @@ def time_step(loss_fn, batch, labels, teacher_batch, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(command="python -m benchmarks.criterion", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[112, 1024])
     parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=available_device, default="cpu")
     args = parser.parse_args(argv)
     criterion = SelfDistilledCriterion(MultiSimilarity(**HYPER), DISTILLATION)
 

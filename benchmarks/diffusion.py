@@ -4,7 +4,6 @@ closed form on the same graph; and the default target's share of a training step
 
     python -m benchmarks.diffusion [--sizes 112 512 2048 4096 8192] [--dims 128 512] [--device cpu|cuda]
 """
-import argparse
 import statistics
 import time
 
@@ -14,6 +13,8 @@ from torch.nn import functional as F
 import architectures
 import diffusion
 from criteria.multisimilarity import MultiSimilarity
+from benchmarks import available_device
+from errors import CommandParser
 
 W, KD_TAU, DIFFUSION_TAU = 0.99, 1.0, 1.0
 COMBINATIONS = {  # name: soft_targets keywords
@@ -82,10 +83,10 @@ def training_step_share(device, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(command="python -m benchmarks.diffusion", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[112, 512, 2048, 4096, 8192])
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 512])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=available_device, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--reference_max", type=int, default=4096,
                         help="largest B checked against the float64 closed form (it costs O(B^3) in float64)")
     args = parser.parse_args(argv)

@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from errors import CommandParser
+
 SIZES = {"sop": (60502, 11316), "small": (6050, 1131)}
 OURS_FULL = ["e_recall@1", "e_recall@10", "e_recall@100", "e_recall@1000", "nmi", "mAP@R", "r_precision"]
 SHARED = {"precision@1": "precision_at_1", "r_precision": "r_precision", "mAP@R": "mean_average_precision_at_r"}
@@ -79,7 +81,7 @@ def measure(kind, data, names):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = CommandParser(command="python -m benchmarks.evaluation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="sop", help="preset number of samples and classes")
     parser.add_argument("--samples", type=int, default=None, help="overrides --size")
     parser.add_argument("--classes", type=int, default=None, help="overrides --size")

@@ -6,7 +6,6 @@ own, on generated JPEGs decoded and augmented as in training.
     python -m benchmarks.train_step                     # CPU: resnet18 at 64 px, bs 112
     python -m benchmarks.train_step --device cuda --arch resnet50_frozen_normalize --image_size 224 [--amp bf16]
 """
-import argparse
 import copy
 import functools
 import statistics
@@ -25,6 +24,8 @@ import datasets
 import diffusion
 import parameters
 from datasampler.seeded import SeededBatches, SeededSamples
+from benchmarks import available_device
+from errors import CommandParser
 from main import AMP_DTYPES, TrainingStep
 
 RUNS = {"baseline": [], "+PSD": ["--PSD"], "+OBD-SD": ["--PSD", "--OBDP"]}
@@ -105,8 +106,8 @@ def loader_throughput(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = CommandParser(command="python -m benchmarks.train_step", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", type=available_device, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--arch", default=None, help="default: resnet18_frozen_normalize on CPU, "
                                                      "resnet50_frozen_normalize on CUDA")
     parser.add_argument("--image_size", type=int, default=None, help="default: 64 on CPU, 224 on CUDA")

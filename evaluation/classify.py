@@ -8,13 +8,12 @@ images directly in NEW are only predicted. Ties between classes go to the class 
 member is nearer. Writes <out>.csv (path, prediction, votes for it, true class) and, when some
 images are labelled, <out>_report.txt.
 """
-import argparse
 import csv
 
 import numpy as np
 from sklearn.metrics import classification_report
 
-from errors import UserError, run_command
+from errors import CommandParser, UserError, run_command
 from evaluation import networks
 from evaluation.export import add_network_flags, device_of, embed_images, find_images
 from evaluation.neighbours import search
@@ -70,8 +69,7 @@ def run(opt):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = CommandParser(command="python -m evaluation.classify", description=__doc__.split("\n\n")[0])
     add_network_flags(parser)
     parser.add_argument("--reference", required=True, help="labelled images, REF/<class>/<image>")
     parser.add_argument("--images", required=True, help="images to classify, NEW/<image> or NEW/<class>/<image>")

@@ -7,7 +7,6 @@ Images are found recursively (hidden files skipped), in sorted path order. `clas
 sub-folder under FOLDER (FOLDER/<class>/.../<image>), empty for images directly in FOLDER. The
 preprocessing is the evaluation one of the dataset the network was trained on.
 """
-import argparse
 import csv
 import os
 
@@ -16,7 +15,7 @@ import torch
 
 from datasets.image_dataset import ImageDataset
 from datasets.layout import IMAGE_EXTENSIONS
-from errors import UserError, run_command
+from errors import CommandParser, UserError, run_command
 from evaluation import networks
 from evaluation.features import embed
 
@@ -81,8 +80,7 @@ def run(opt):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = CommandParser(command="python -m evaluation.export", description=__doc__.split("\n\n")[0])
     add_network_flags(parser)
     parser.add_argument("--images", required=True, help="folder of images, searched recursively")
     parser.add_argument("--out", default="embeddings", help="output prefix: <out>.npy and <out>.csv")

@@ -14,7 +14,6 @@ main.py draws them at the end of a run (of the final network). For a checkpoint:
 
 (the paper's files also need --dataset and --source; this codebase's name their run's.)
 """
-import argparse
 import csv
 import os
 import re
@@ -28,7 +27,7 @@ from sklearn.manifold import TSNE
 
 import datasets
 from datasets.image_dataset import load_rgb
-from errors import UserError, run_command
+from errors import CommandParser, UserError, run_command
 from evaluation import networks
 from evaluation.export import add_network_flags, device_of
 from evaluation.features import embed
@@ -254,9 +253,8 @@ def run(opt):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Draw the reports of a checkpoint: retrieval grid, t-SNE, "
-                                                 "similarity and confusion matrices, and the run's recall curves.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = CommandParser(command="python -m evaluation.reports", description="Draw the reports of a checkpoint: retrieval grid, t-SNE, "
+                                                 "similarity and confusion matrices, and the run's recall curves.")
     add_network_flags(parser)
     parser.add_argument("--dataset", default=None, choices=datasets.names(), help="default: the checkpoint's run's")
     parser.add_argument("--source", default=None, help="default: the checkpoint's run's")

@@ -12,7 +12,6 @@ the run's first --storage_metrics) on the split that run selected its checkpoint
 --use_tv_split, else test), or with --final its last epoch. The table says which split selected the epochs.
 Runs without summary.json (not finished) are left out, and named on stderr.
 """
-import argparse
 import csv
 import io
 import json
@@ -23,7 +22,7 @@ import sys
 import numpy as np
 
 import parameters
-from errors import UserError, run_command
+from errors import CommandParser, UserError, run_command
 from main import OPERATIONAL_FLAGS
 
 # Flags that tell runs of one group apart without making them different experiments.
@@ -172,7 +171,7 @@ def csv_table(differing, metrics, table):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = CommandParser(command="python -m evaluation.summarize", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUNS", help="run folders, or folders holding them")
     parser.add_argument("--metrics", nargs="+", default=None,
                         help="metrics columns of metrics.csv (default: the runs' --evaluation_metrics)")

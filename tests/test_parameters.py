@@ -62,9 +62,46 @@ def test_psd_alone_distils_the_undiffused_target():
     (["--embed_dim", "0"], "--embed_dim must be positive"),
     (["--evaluation_metrics", "recall@1"], "e_recall@K"),
     (["--loss", "multisimilarity", "--batch_mining", "distance"], "takes no --batch_mining"),
+    (["--lr", "-0.001"], "--lr must be 0 or more, got -0.001"),
+    (["--decay", "-0.1"], "--decay must be 0 or more"),
+    (["--seed", "-3"], "--seed must be 0 or more"),
+    (["--kd_lambda", "-75"], "--kd_lambda must be 0 or more"),
 ])
 def test_impossible_combinations_are_argparse_errors(argv, message, capsys):
-    assert message in parse_error(argv, capsys)
+    err = parse_error(argv, capsys)
+    assert message in err
+    # one line, no usage block, and where to look
+    assert err.count("\n") == 1 and err.startswith("error: ") and err.rstrip().endswith("see python main.py --help")
+
+
+@pytest.mark.parametrize("argv,warning", [
+    (["--lr", "0"], "--lr 0: the backbone does not train, nor the embedding layer"),
+    (["--lr", "0", "--fc_lr", "1e-4"], "--lr 0: the backbone does not train\n"),
+    (["--tau", "100", "200", "--n_epochs", "150"], "--tau 200 at or after --n_epochs 150"),
+    (["--PSD", "--n_epochs", "1"], "--PSD with --n_epochs 1"),
+    (["--PSD", "--OBDP", "--diffusion_k", "111"], "--diffusion_k 111 with --bs 112"),
+])
+def test_legal_values_without_effect_warn_in_one_line(argv, warning, capsys):
+    parameters.parse(argv)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and err.count("\n") == 1 and warning in err
+    parameters.parse(argv, warn=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_effective_values_do_not_warn(capsys):
+    parameters.parse(["--tau", "100", "--n_epochs", "150", "--PSD", "--OBDP", "--diffusion_k", "10"])
+    assert capsys.readouterr().err == ""
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        parameters.parse(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for flag, default in [("--lr LR", "1e-05"), ("--seed SEED", "0"), ("--n_epochs N_EPOCHS", "150"),
+                          ("--loss_margin_nu LOSS_MARGIN_NU", "0.0"), ("--PSD", "False")]:
+        assert re.search(re.escape(flag) + r" [^()]*\(default: " + re.escape(default) + r"\)", out), flag
+    assert "(default: %(default)s)" not in out
 
 
 def test_storage_metric_is_always_evaluated():
@@ -99,3 +136,15 @@ def test_every_flag_in_the_readme_exists(capsys):
     makefile = (Path(__file__).parent.parent / "Makefile").read_text()
     for target in re.findall(r"`make (\w+)`", readme):
         assert f"\n{target}:" in makefile
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_benchmarks_refuse_cuda_without_a_gpu(capsys):
+    from benchmarks import criterion, diffusion, train_step
+
+    for command in (criterion, diffusion, train_step):
+        with pytest.raises(SystemExit) as exit_info:
+            command.main(["--device", "cuda"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1
+        assert "no CUDA GPU; use --device cpu" in err and "Traceback" not in err
