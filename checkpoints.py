@@ -4,6 +4,7 @@ A checkpoint is a dict of tensors and plain values: "network" (the state dict), 
 "embed_dim", "epoch", "config" (the run's flags), and in checkpoint_last.pth everything a
 resumed run needs ("optimizer", "scheduler", "criterion", "rng", "best", "skipped_batches").
 """
+import contextlib
 import os
 import pickle
 import random
@@ -12,17 +13,41 @@ import zipfile
 import numpy as np
 import torch
 
-from errors import UserError
+from errors import UserError, signals_deferred
 
 
 def save(checkpoint, path):
-    """torch.save into a temporary file, flushed and renamed: a crash leaves the old file intact."""
+    """torch.save into a temporary file, flushed and renamed: a crash, an interruption or a full
+    disk leaves the old file intact and no temporary file behind."""
+    _replace(path, lambda handle: torch.save(checkpoint, handle))
+
+
+def write_atomically(path, content: bytes):
+    """`content` as the file at `path`, written as `save` writes a checkpoint."""
+    _replace(path, lambda handle: handle.write(content))
+
+
+def _replace(path, write):
     temporary = f"{path}.tmp"
-    with open(temporary, "wb") as handle:
-        torch.save(checkpoint, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with signals_deferred(), open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+            os.replace(temporary, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        if isinstance(error, OSError):
+            raise write_error(path, error) from None
+        raise
+
+
+def write_error(path, error):
+    """The UserError of a file of the run that could not be written (a full disk, a lost mount)."""
+    kept = "the previous version is kept" if os.path.exists(path) else "nothing was written"
+    return UserError(f"cannot write {path} ({error.strerror or error}); {kept}; free space or fix the folder, "
+                     "then continue with --resume")
 
 
 def read(path):

@@ -6,6 +6,7 @@ through a CommandParser, whose errors are one line too and whose --help shows ev
 The message names the problem and the fix.
 """
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -32,6 +33,27 @@ def one_line(error):
 
 def _raise_interrupted(signal_number, frame):
     raise Interrupted(signal_number)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Ctrl-C and SIGTERM wait for the end of the block (a file being written is finished or
+    removed first), then take effect as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    completed = False
+    try:
+        yield
+        completed = True
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if received and completed:
+            signal.raise_signal(received[0])
 
 
 def run_command(function, *args):

@@ -10,13 +10,18 @@ checkpoint_best_<metric>.pth per --storage_metrics and summary.json.
 
     torchrun --nproc_per_node N main.py ...   trains data-parallel on the global batch (distributed.py)
 """
+import contextlib
 import copy
 import csv
 import datetime
+import fcntl
+import io
 import json
 import os
 import random
+import shlex
 import shutil
+import signal
 import time
 from collections import Counter
 
@@ -34,11 +39,13 @@ import evaluation
 import evaluation.networks
 import parameters
 from datasampler.seeded import SeededBatches, SeededSamples
-from errors import UserError, run_command
+from errors import Interrupted, UserError, run_command
 
 # Flags that do not change what a run computes: a resumed run may set them differently.
 OPERATIONAL_FLAGS = {"resume", "resume_force", "overwrite", "kernels", "gpu", "log_online", "project", "group",
-                     "save_path", "savename", "compile", "channels_last"}
+                     "save_path", "savename", "source", "pretrained_weights", "compile", "channels_last", "no_reports",
+                     "save_checkpoints"}
+LAST_CHECKPOINT = "checkpoint_last.pth"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -97,7 +104,16 @@ def train_on(opt, context):
     # The teacher is the student as it was at the end of the previous epoch, kept in memory.
     teacher = copy.deepcopy(model).eval().requires_grad_(False) if criterion.distillation else None
 
-    run = Run(opt, selection_split="val" if "val" in eval_loaders else "test", is_main=context.is_main)
+    with Run(opt, selection_split="val" if "val" in eval_loaders else "test", is_main=context.is_main) as run:
+        train_in(run, opt, context, bad_files, splits, model, teacher, criterion, optimizer, scheduler, sampler,
+                 train_loader, eval_loaders)
+    return run
+
+
+def train_in(run, opt, context, bad_files, splits, model, teacher, criterion, optimizer, scheduler, sampler,
+             train_loader, eval_loaders):
+    """The epochs of a run, in its locked folder."""
+    device = context.device
     run.bad_files = len(bad_files)
     state = run.resume_state()
     if state is not None:
@@ -129,7 +145,6 @@ def train_on(opt, context):
         run.save_training_state(epoch + 1, model, criterion, optimizer, scheduler)
         distributed.barrier()
     run.finish()
-    return run
 
 
 def restore_training(state, model, teacher, criterion, optimizer, scheduler, run):
@@ -144,6 +159,9 @@ def restore_training(state, model, teacher, criterion, optimizer, scheduler, run
     checkpoints.restore_rng(state["rng"])
     run.epoch, run.best, run.skipped_batches = state["epoch"], state["best"], state["skipped_batches"]
     run.wandb_id = state.get("wandb_id")
+    # The clock goes on from the checkpoint: a resumed run reports its whole training time.
+    run.train_seconds = state.get("train_seconds", 0.0)
+    run.started = time.time() - run.train_seconds
     print(f"resuming {run.folder} after epoch {run.epoch}")
 
 
@@ -266,6 +284,7 @@ class Run:
         self.selection_split = selection_split
         self.is_main = is_main
         self.config = vars(opt).copy()
+        self.lock = None
         self.folder = distributed.broadcast_object(self._choose_folder() if is_main else None)
         self.epoch = 0
         self.skipped_batches = 0
@@ -276,22 +295,42 @@ class Run:
         self.history = []
         self.wandb = None
         self.started = time.time()
+        self.train_seconds = 0.0  # up to the end of the last epoch (its checkpoint_last.pth)
         self.table_printed = False
 
     def _choose_folder(self):
+        """The run's folder, locked for the life of the run: nothing is read or written there before."""
         opt = self.opt
-        if opt.resume is not None and os.path.exists(os.path.join(resume_folder(opt), "config.json")):
-            folder = resume_folder(opt)
-            check_resumable_config(folder, self.config, opt.resume_force)
-        elif opt.resume is not None:
-            # A job that always passes --resume starts its run the first time.
-            folder = resume_folder(opt)
-            os.makedirs(folder, exist_ok=True)
-        else:
+        if opt.resume is None:
             folder = new_run_folder(opt.save_path, opt.savename or
                                     f"{opt.dataset}_{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}", opt.overwrite)
+            self.lock = RunLock(folder)
+        else:
+            folder = resume_folder(opt)
+            make_folder(folder, "--save_path")
+            self.lock = RunLock(folder)
+            if os.path.exists(os.path.join(folder, LAST_CHECKPOINT)):
+                check_resumable_config(folder, self.config, opt.resume_force)
         write_json(os.path.join(folder, "config.json"), self.config)
         return folder
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if self.lock is not None:
+            self.lock.release()
+        if self.is_main and isinstance(error, (KeyboardInterrupt, Interrupted)):
+            number = getattr(error, "signal_number", signal.SIGINT)
+            raise Interrupted(number, self.how_to_continue()) from None
+
+    def how_to_continue(self):
+        """One line: what an interrupted run's folder holds, and the command that continues it."""
+        if not os.path.exists(self.last_checkpoint):
+            return f"{self.folder} holds no {LAST_CHECKPOINT} to continue from; start the run again"
+        folder = shlex.quote(self.folder)
+        return (f"{self.folder} holds epoch {self.epoch} of {self.opt.n_epochs}; continue with: "
+                f"python main.py --config {shlex.quote(os.path.join(self.folder, 'config.json'))} --resume {folder}")
 
     def online_log_start(self):
         if not self.opt.log_online or not self.is_main:
@@ -306,7 +345,7 @@ class Run:
 
     @property
     def last_checkpoint(self):
-        return os.path.join(self.folder, "checkpoint_last.pth")
+        return os.path.join(self.folder, LAST_CHECKPOINT)
 
     def resume_state(self):
         """checkpoint_last.pth of a resumed run (None when starting afresh), with the run's tables
@@ -324,15 +363,17 @@ class Run:
     def save_training_state(self, epoch, model, criterion, optimizer, scheduler):
         """checkpoint_last.pth with all a resumed run needs; also checkpoint_epoch_<N>.pth per --save_every."""
         self.epoch = epoch
+        self.train_seconds = time.time() - self.started
         if not self.is_main:
             return
         state = {"criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
                  "rng": checkpoints.rng_state(), "best": self.best, "skipped_batches": self.skipped_batches,
-                 "wandb_id": self.wandb_id}
+                 "wandb_id": self.wandb_id, "train_seconds": self.train_seconds}
         if scheduler is not None:
             # weights_only loading accepts plain dicts, not the scheduler's Counter of milestones.
             state["scheduler"] = {**scheduler.state_dict(), "milestones": dict(scheduler.milestones)}
-        self.save_checkpoint("checkpoint_last.pth", model, epoch, state)
+        if self.opt.save_checkpoints in ("last_and_best", "last"):
+            self.save_checkpoint(LAST_CHECKPOINT, model, epoch, state)
         if self.opt.save_every and epoch and epoch % self.opt.save_every == 0:
             self.save_checkpoint(f"checkpoint_epoch_{epoch}.pth", model, epoch, state)
 
@@ -365,10 +406,12 @@ class Run:
             return []
         improved = [name for name in self.opt.storage_metrics
                     if name not in self.best or metrics[name] > self.best[name]["value"]]
+        keep = self.opt.save_checkpoints in ("last_and_best", "best")
         for name in improved:
-            checkpoint = f"checkpoint_best_{name}.pth"
+            checkpoint = f"checkpoint_best_{name}.pth" if keep else None
             self.best[name] = {"value": metrics[name], "epoch": epoch, "checkpoint": checkpoint}
-            self.save_checkpoint(checkpoint, model, epoch)
+            if keep:
+                self.save_checkpoint(checkpoint, model, epoch)
         return improved
 
     def _print_row(self, row):
@@ -413,7 +456,7 @@ class Run:
                    "selection": f"best epoch on the {self.selection_split} split among the trained epochs "
                                 f"1-{self.opt.n_epochs}; epoch 0 (before training) is evaluated, never selected",
                    "epochs": self.opt.n_epochs, "best": best, "final": final,
-                   "train_seconds": round(time.time() - self.started, 1),
+                   "train_seconds": round(self.train_seconds, 1),
                    "skipped_batches": self.skipped_batches, "bad_files": self.bad_files,
                    "disk_bytes": folder_size(self.folder)}
         write_json(os.path.join(self.folder, "summary.json"), summary)
@@ -428,14 +471,12 @@ class Run:
 def new_run_folder(save_path, name, overwrite=False):
     """A fresh folder. An existing run is never overwritten silently: the new run gets a suffixed
     name, unless overwrite asks to replace it."""
-    try:
-        os.makedirs(save_path, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create --save_path {save_path}: {error.strerror}; choose a writable folder") from None
+    make_folder(save_path, "--save_path")
     if not os.access(save_path, os.W_OK):
         raise UserError(f"--save_path {save_path} is not writable; choose a writable folder")
     folder, suffix = os.path.join(save_path, name), 1
     if overwrite and os.path.isdir(folder):
+        RunLock(folder).release()  # never replace the folder of a run that is going on
         shutil.rmtree(folder)
     while True:
         try:
@@ -449,20 +490,33 @@ def new_run_folder(save_path, name, overwrite=False):
     return folder
 
 
+def make_folder(folder, flag):
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create {folder} ({flag}): {error.strerror}; choose a writable folder") from None
+
+
 def folder_size(folder):
     """Bytes of the files under `folder`."""
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names)
 
 
 def resume_folder(opt):
-    """The run folder --resume names, else --save_path/--savename, else the newest run in --save_path."""
+    """The run folder --resume continues: RUN_DIR; else --save_path/--savename, which may not hold a
+    run yet (a job that always passes --resume starts its run the first time, and says so); else the
+    newest run in --save_path."""
     if opt.resume:
         folder = opt.resume
+        if not is_resumable(folder):
+            raise UserError(f"--resume {folder}: no run to continue there (no {LAST_CHECKPOINT}); "
+                            + runs_under(opt.save_path))
     elif opt.savename:
         folder = os.path.join(opt.save_path, opt.savename)
+        if not is_resumable(folder):
+            print(f"--resume: no run to continue at {folder} yet; starting it there")
     else:
-        runs = [entry.path for entry in os.scandir(opt.save_path)
-                if entry.is_dir() and os.path.exists(os.path.join(entry.path, "config.json"))] \
+        runs = [entry.path for entry in os.scandir(opt.save_path) if entry.is_dir() and is_resumable(entry.path)] \
             if os.path.isdir(opt.save_path) else []
         if not runs:
             raise UserError(f"--resume found no run in {opt.save_path}; name one with --resume RUN_DIR")
@@ -470,6 +524,47 @@ def resume_folder(opt):
     if os.path.isdir(folder) and os.listdir(folder) and not os.path.exists(os.path.join(folder, "config.json")):
         raise UserError(f"--resume {folder}: not a run folder (no config.json)")
     return folder
+
+
+def is_resumable(folder):
+    return os.path.exists(os.path.join(folder, "config.json")) and os.path.exists(os.path.join(folder, LAST_CHECKPOINT))
+
+
+def runs_under(save_path):
+    """Which runs --save_path holds, for an error message."""
+    runs = sorted(entry.name for entry in os.scandir(save_path) if entry.is_dir() and is_resumable(entry.path)) \
+        if os.path.isdir(save_path) else []
+    if not runs:
+        return f"--save_path {save_path} holds no run to continue"
+    shown = ", ".join(runs[:8]) + (f" and {len(runs) - 8} more" if len(runs) > 8 else "")
+    return f"runs under --save_path {save_path}: {shown}"
+
+
+class RunLock:
+    """An exclusive OS lock on <run folder>/run.lock, held for the life of a run, so two processes
+    never write one run folder: the second stops at once, naming the first's pid. The OS drops the
+    lock with its process, even after kill -9, so it never goes stale."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.handle = open(os.path.join(folder, "run.lock"), "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "unknown"
+            self.handle.close()
+            raise UserError(f"{folder} is in use by another process (pid {holder}); wait for it to end or stop "
+                            "it, then --resume") from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"{os.getpid()}\n")
+        self.handle.flush()
+
+    def release(self):
+        if not self.handle.closed:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
 
 
 def check_resumable_config(folder, config, force):
@@ -485,8 +580,7 @@ def check_resumable_config(folder, config, force):
 
 
 def write_json(path, content):
-    with open(path, "w") as handle:
-        json.dump(content, handle, indent=2)
+    checkpoints.write_atomically(path, json.dumps(content, indent=2).encode())
 
 
 def read_csv(path):
@@ -508,19 +602,28 @@ def truncate_csv(path, last_epoch):
     if not kept:
         os.remove(path)
         return
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(kept)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(kept)
+    checkpoints.write_atomically(path, text.getvalue().encode())
 
 
 def append_csv(path, row):
-    new_file = not os.path.exists(path)
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new_file:
-            writer.writeheader()
-        writer.writerow(row)
+    """One row at the end of the table; a failed write (a full disk) leaves the table as it was."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(row))
+    if not os.path.exists(path):
+        writer.writeheader()
+    writer.writerow(row)
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    try:
+        with open(path, "a", newline="") as handle:
+            handle.write(text.getvalue())
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.truncate(path, size)
+        raise checkpoints.write_error(path, error) from None
 
 
 if __name__ == "__main__":

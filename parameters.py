@@ -42,6 +42,9 @@ def build_parser():
                           "else the newest run there)")
     run.add_argument("--resume_force", action="store_true", help="resume even if the flags differ from the run's")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run folder of that name")
+    run.add_argument("--save_checkpoints", default="last_and_best", choices=["last_and_best", "last", "best", "none"],
+                     help="which checkpoints a run keeps: checkpoint_last.pth (to resume) and the best ones; "
+                          "none for sweeps and tests (the tables and summary are written all the same)")
     run.add_argument("--save_every", type=int, default=0,
                      help="also keep checkpoint_epoch_<N>.pth every N epochs (0: only last and best)")
     run.add_argument("--deterministic", action="store_true",
@@ -317,6 +320,9 @@ def _check(opt):
         problems.append(f"--tv_split_perc must lie in (0, 1), got {opt.tv_split_perc}")
     if opt.freeze_backbone_epochs < 0:
         problems.append(f"--freeze_backbone_epochs must be 0 or more, got {opt.freeze_backbone_epochs}")
+    if opt.resume is not None and opt.save_checkpoints not in ("last_and_best", "last"):
+        problems.append(f"--resume continues from checkpoint_last.pth, which --save_checkpoints "
+                        f"{opt.save_checkpoints} does not keep; drop one of them")
     if opt.save_every < 0:
         problems.append(f"--save_every must be 0 (off) or positive, got {opt.save_every}")
     if opt.kernels < 0:

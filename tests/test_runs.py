@@ -191,3 +191,145 @@ def test_nonfinite_loss_stops_naming_epoch_and_iteration_or_is_skipped(cub, tmp_
     assert run_main(tiny(cub, tmp_path, "--savename", "skip", "--bs", "2", "--skip_nonfinite"), capsys)[0] == 0
     summary = json.loads((tmp_path / "runs" / "skip" / "summary.json").read_text())
     assert summary["skipped_batches"] == 1
+
+
+def test_resume_of_a_missing_run_names_the_runs_that_exist(cub, tmp_path, capsys):
+    assert run_main(tiny(cub, tmp_path, "--savename", "first", "--save_checkpoints", "last"), capsys)[0] == 0
+    missing = tmp_path / "runs" / "typo"
+    assert_one_line_error(run_main(tiny(cub, tmp_path, "--resume", str(missing)), capsys),
+                          f"--resume {missing}: no run to continue there", "runs under --save_path", "first")
+    empty = tmp_path / "runs" / "empty"
+    empty.mkdir()
+    assert_one_line_error(run_main(tiny(cub, tmp_path, "--resume", str(empty)), capsys), "no checkpoint_last.pth")
+    assert not (empty / "config.json").exists() and not missing.exists()  # nothing written for a refused run
+    # only --resume without a path, with --savename, may start a run, and says so
+    status, _, out = run_main(tiny(cub, tmp_path, "--resume", "--savename", "job"), capsys)
+    assert status == 0 and "no run to continue at" in out and "starting it there" in out
+    assert (tmp_path / "runs" / "job" / "summary.json").exists()
+
+
+def test_a_second_process_on_a_run_folder_stops_naming_the_first(cub, tmp_path, capsys):
+    assert run_main(tiny(cub, tmp_path, "--savename", "run"), capsys)[0] == 0
+    folder = tmp_path / "runs" / "run"
+    # another process holds the run: flock is per open file, so a child process stands in for it
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); import main; "
+                               "lock = main.RunLock(sys.argv[2]); print('locked', flush=True); time.sleep(60)",
+                               REPO, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = {path.name: path.read_bytes() for path in folder.iterdir() if path.name != "run.lock"}
+        assert_one_line_error(run_main(tiny(cub, tmp_path, "--savename", "run", "--resume"), capsys),
+                              "is in use by another process", f"pid {holder.pid}")
+        assert_one_line_error(run_main(tiny(cub, tmp_path, "--savename", "run", "--overwrite"), capsys),
+                              f"pid {holder.pid}")
+        after = {path.name: path.read_bytes() for path in folder.iterdir() if path.name != "run.lock"}
+        assert after == before  # nothing read back, cut or rewritten
+    finally:
+        holder.kill()
+        holder.wait()
+    # kill -9 leaves no stale lock
+    assert run_main(tiny(cub, tmp_path, "--savename", "run", "--resume"), capsys)[0] == 0
+
+
+def test_resume_accepts_a_moved_dataset_and_keeps_the_training_time(cub, tmp_path, capsys):
+    assert run_main(tiny(cub, tmp_path, "--savename", "run", "--n_epochs", "2"), capsys)[0] == 0
+    summary = tmp_path / "runs" / "run" / "summary.json"
+    seconds = json.loads(summary.read_text())["train_seconds"]
+    moved = tmp_path / "moved" / "cub200"
+    moved.parent.mkdir()
+    cub.rename(moved)
+    argv = tiny(moved, tmp_path, "--savename", "run", "--n_epochs", "2", "--resume", "--no_reports")
+    assert run_main(argv, capsys)[0] == 0
+    assert json.loads(summary.read_text())["train_seconds"] == seconds
+
+
+def test_save_checkpoints_none_keeps_the_tables_and_no_checkpoint(cub, tmp_path, capsys):
+    assert run_main(tiny(cub, tmp_path, "--savename", "sweep", "--save_checkpoints", "none"), capsys)[0] == 0
+    run = tmp_path / "runs" / "sweep"
+    assert not list(run.glob("*.pth"))
+    assert (run / "metrics.csv").exists() and (run / "training.csv").exists()
+    best = json.loads((run / "summary.json").read_text())["best"]["e_recall@1"]
+    assert best["epoch"] == 1 and best["checkpoint"] is None
+    assert run_main(tiny(cub, tmp_path, "--savename", "best", "--save_checkpoints", "best"), capsys)[0] == 0
+    assert [path.name for path in (tmp_path / "runs" / "best").glob("*.pth")] == ["checkpoint_best_e_recall@1.pth"]
+    status, err, _ = run_main(tiny(cub, tmp_path, "--savename", "best", "--save_checkpoints", "best", "--resume"),
+                              capsys)
+    assert status == 2 and "--save_checkpoints best does not keep" in err
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(cub, tmp_path, capsys):
+    assert run_main(tiny(cub, tmp_path, "--savename", "run"), capsys)[0] == 0
+    run = tmp_path / "runs" / "run"
+    before = (run / "checkpoint_last.pth").read_bytes()
+    (run / "checkpoint_last.pth.tmp").symlink_to("/dev/full")  # the next checkpoint is written there first
+    status, err, _ = run_main(tiny(cub, tmp_path, "--savename", "run", "--resume", "--resume_force", "--n_epochs", "2"),
+                              capsys)
+    assert status == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"cannot write {run / 'checkpoint_last.pth'} (No space left on device); the previous version is kept" in err
+    assert (run / "checkpoint_last.pth").read_bytes() == before and not (run / "checkpoint_last.pth.tmp").exists()
+
+
+def test_a_full_disk_leaves_a_table_as_it_was(tmp_path, monkeypatch):
+    table = tmp_path / "metrics.csv"
+    main.append_csv(table, {"epoch": 0, "split": "test", "e_recall@1": 0.5})
+    before = table.read_bytes()
+
+    class HalfWritten:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, text):
+            self.handle.write(text[: len(text) // 2])
+            self.handle.flush()
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(main, "open", lambda *args, **kwargs: HalfWritten(open(*args, **kwargs)), raising=False)
+    with pytest.raises(main.UserError, match="cannot write .*metrics.csv \\(No space left on device\\); the "
+                                             "previous version is kept"):
+        main.append_csv(table, {"epoch": 1, "split": "test", "e_recall@1": 0.6})
+    assert table.read_bytes() == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_number,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_say_how_to_continue(tmp_path, signal_number, status):
+    argv = DIGITS[:-1] + ["20", "--save_path", str(tmp_path), "--savename", "run", "--no_reports"]
+    process = start(argv)
+    metrics = tmp_path / "run" / "metrics.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.2)  # until epoch 1 is logged
+    process.send_signal(signal_number)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == status, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith(f"stopped by {signal.Signals(signal_number).name}: {tmp_path / 'run'} holds epoch")
+    command = lines[0].split("continue with: ", 1)[1]
+    assert command == f"python main.py --config {tmp_path / 'run' / 'config.json'} --resume {tmp_path / 'run'}"
+    if signal_number == signal.SIGTERM:  # the command continues the run (to 3 epochs, to keep the test short)
+        resumed = subprocess.run([sys.executable, *command.split()[1:], "--n_epochs", "3", "--resume_force"],
+                                 cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "resuming" in resumed.stdout and (tmp_path / "run" / "summary.json").exists()
+
+
+def test_an_interruption_while_a_checkpoint_is_written_waits_for_the_file(tmp_path, monkeypatch):
+    import checkpoints
+
+    def save_interrupted_midway(content, handle):
+        handle.write(b"first half ")
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the write
+        handle.write(b"second half")
+
+    monkeypatch.setattr(checkpoints.torch, "save", save_interrupted_midway)
+    path = tmp_path / "checkpoint_last.pth"
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save({}, str(path))
+    assert path.read_bytes() == b"first half second half" and not (tmp_path / "checkpoint_last.pth.tmp").exists()
