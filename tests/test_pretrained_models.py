@@ -128,3 +128,22 @@ def test_this_codebases_checkpoints_carry_their_arch(cub_tree, tmp_path, capsys)
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
     code, _, err = run_in_process(["--dataset", "digits", "--checkpoint", str(tmp_path / "broken.pth")], capsys)
     assert_one_line_error(code, err, "broken.pth", "not a readable checkpoint")
+
+
+@pytest.mark.parametrize("content", ["image,label\nimg_0.jpg,3\n", "hello world\n", "{not: pickle}", ""])
+def test_every_command_refuses_a_text_file_given_as_a_checkpoint(tmp_path, capsys, content):
+    import main
+    from evaluation import export
+
+    path = tmp_path / "notes.csv"
+    path.write_text(content)
+    assert_one_line_error(*run_in_process(["--dataset", "digits", "--checkpoint", str(path)], capsys)[::2],
+                          f"{path} is not a readable checkpoint")
+    for command, argv in [(main.main, ["--dataset", "digits", "--not_pretrained", "--arch", "resnet18",
+                                       "--init_from", str(path), "--save_path", str(tmp_path / "runs")]),
+                          (export.main, ["--checkpoint", str(path), "--images", str(tmp_path), "--out",
+                                         str(tmp_path / "emb")])]:
+        with pytest.raises(SystemExit) as stop:
+            command(argv)
+        assert_one_line_error(stop.value.code, capsys.readouterr().err, f"{path} is not a readable checkpoint")
+    assert not (tmp_path / "runs").exists()
