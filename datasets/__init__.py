@@ -1,8 +1,10 @@
 """Datasets by --dataset name: `select` returns the splits with their transforms attached."""
 from dataclasses import replace
 
+import numpy as np
+
 from datasets import cars196, cub200, digits, folder, online_products  # noqa: F401  (fill the registry)
-from datasets.image_dataset import ImageDataset, without_unreadable
+from datasets.image_dataset import ImageDataset, unusable_files, without_unreadable
 from datasets.registry import LOADERS
 from datasets.splits import split_train_val, without_last_classes
 from datasets.transforms import (
@@ -58,6 +60,15 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
 
 
 def _apply_bad_image_policy(dataset: ImageDataset, on_bad_image: str, workers: int) -> ImageDataset:
+    unusable = unusable_files(dataset)
+    if unusable and on_bad_image == "fail":
+        first = "; ".join(f"{dataset.where(index)} is {reason}" for index, reason in list(unusable.items())[:3])
+        raise UserError(f"{len(unusable)} image file(s) missing or empty: {first}; restore them or pass "
+                        "--on_bad_image skip")
+    if unusable:
+        kept = dataset.subset(np.flatnonzero(~np.isin(np.arange(len(dataset)), list(unusable))))
+        kept.bad_files = dataset.bad_files + [dataset.paths[index] for index in unusable]
+        dataset = kept
     if on_bad_image == "skip":
         return without_unreadable(dataset, workers)
     if dataset.bad_files:

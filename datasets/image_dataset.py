@@ -1,6 +1,7 @@
 """A labelled image set read from files or from an in-memory uint8 array."""
 import copy
 import multiprocessing
+import os
 
 import numpy as np
 from PIL import Image
@@ -20,6 +21,15 @@ def load_rgb(path: str) -> Image.Image:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "F":
+        # PIL's own conversion casts float pixels to 0..255, so intensities in [0, 1] turn black
+        pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        low, high = pixels.min(), pixels.max()
+        if low < 0 or high > 65535:
+            raise ValueError(f"float pixels from {low:g} to {high:g}, outside [0, 1], [0, 255] and [0, 65535]; "
+                             "save it as an 8- or 16-bit image")
+        scale = 255 if high <= 1 else 1 if high <= 255 else 1 / 257
+        return Image.fromarray(np.round(pixels * scale).astype(np.uint8)).convert("RGB")
     if image.mode.startswith("I"):
         # PIL's own conversion clips 16-bit values at 255, turning the image white
         pixels = np.asarray(image, dtype=np.float32) / 257
@@ -34,10 +44,14 @@ class ImageDataset(Dataset):
     """(image tensor, label) pairs; `paths` holds the image files, or is None when `pixels`
     (N x H x W uint8) holds the images. Labels are 0..n_classes-1, named by `class_names`.
     `super_labels`, where the dataset has super-categories (Stanford Online Products), gives
-    each image's."""
+    each image's. Where the paths come from a list file, `listed_in` names it and `list_lines`
+    gives each image's line there, for error messages."""
 
-    def __init__(self, labels, class_names, *, paths=None, pixels=None, transform=None, super_labels=None):
+    def __init__(self, labels, class_names, *, paths=None, pixels=None, transform=None, super_labels=None,
+                 listed_in=None, list_lines=None):
         self.labels = np.asarray(labels, dtype=np.int64)
+        self.listed_in = listed_in
+        self.list_lines = None if list_lines is None else np.asarray(list_lines, dtype=np.int64)
         self.super_labels = None if super_labels is None else np.asarray(super_labels, dtype=np.int64)
         self.class_names = list(class_names)
         self.paths = paths
@@ -77,9 +91,33 @@ class ImageDataset(Dataset):
                               paths=None if self.paths is None else [self.paths[i] for i in indices],
                               pixels=None if self.pixels is None else self.pixels[indices],
                               transform=self.transform,
-                              super_labels=None if self.super_labels is None else self.super_labels[indices])
+                              super_labels=None if self.super_labels is None else self.super_labels[indices],
+                              listed_in=self.listed_in,
+                              list_lines=None if self.list_lines is None else self.list_lines[indices])
         subset.bad_files = self.bad_files
         return subset
+
+
+    def where(self, index: int) -> str:
+        """Image `index`'s file, and where it is listed when it comes from a list file."""
+        if self.list_lines is None:
+            return self.paths[index]
+        return f"{self.paths[index]} ({self.listed_in} line {self.list_lines[index]})"
+
+
+def unusable_files(dataset: ImageDataset) -> dict[int, str]:
+    """{index: "missing" or "empty"} for the dataset's files that do not exist or hold nothing:
+    one stat a file, so that a run finds them before it trains, not hours later."""
+    if dataset.paths is None:
+        return {}
+    unusable = {}
+    for index, path in enumerate(dataset.paths):
+        try:
+            if os.stat(path).st_size == 0:
+                unusable[index] = "empty"
+        except OSError:
+            unusable[index] = "missing"
+    return unusable
 
 
 def is_readable(path: str) -> bool:

@@ -21,7 +21,9 @@ def read_info_file(path: str) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, sep=r"\s+", dtype={"path": str})
     except (ValueError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot parse {path} ({error}); {expected}") from None
+        reason = " ".join(str(error).split())  # pandas' messages span lines; the error is shown as one
+        hint = "; a path holding a space splits into two columns" if "fields" in reason else ""
+        raise UserError(f"cannot parse {path} ({reason}){hint}; {expected}") from None
     if list(table.columns) != COLUMNS or not pd.api.types.is_integer_dtype(table["class_id"]):
         raise UserError(f"{path} has the columns {' '.join(map(str, table.columns))}; {expected}")
     if table.empty:
@@ -30,11 +32,13 @@ def read_info_file(path: str) -> pd.DataFrame:
 
 
 def read_split(root: str, info_file: str) -> ImageDataset:
-    table = read_info_file(os.path.join(root, "Info_Files", info_file))
+    list_file = os.path.join(root, "Info_Files", info_file)
+    table = read_info_file(list_file)
     class_ids, labels = np.unique(table["class_id"].to_numpy(), return_inverse=True)
     paths = (os.path.join(root, "images", "") + table["path"]).tolist()
     return ImageDataset(labels, [str(class_id) for class_id in class_ids], paths=paths,
-                        super_labels=table["super_class_id"].to_numpy())
+                        super_labels=table["super_class_id"].to_numpy(), listed_in=list_file,
+                        list_lines=table.index.to_numpy() + 2)  # after the header line
 
 
 @register("online_products", sample_split="first")

@@ -1,5 +1,6 @@
 """datasets/: tiny generated trees in each real layout, the splits, transforms and user errors."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from torchvision import transforms as T
 import datasets
 from datasets.image_dataset import ImageDataset, load_rgb
 from datasets.splits import split_train_val
-from errors import UserError
+from errors import UserError, one_line
 from tests.images import write_class_tree, write_image
 
 SMALL = {"crop_size": 32, "resize_size": 36}
@@ -120,6 +121,41 @@ def test_online_products_wrong_columns(tmp_path):
     with pytest.raises(UserError, match=r"Ebay_train.txt has the columns image_id class path extra; "
                                         r"expected .*image_id class_id super_class_id path"):
         datasets.select("online_products", str(tmp_path))
+
+
+def test_online_products_path_with_a_space_is_one_clear_line(tmp_path):
+    write_sop_tree(tmp_path)
+    info = tmp_path / "Info_Files" / "Ebay_train.txt"
+    info.write_text(info.read_text().replace("bicycle_final/15_0.JPG", "bicycle final/15_0.JPG"))
+    with pytest.raises(UserError) as error:
+        datasets.select("online_products", str(tmp_path))
+    message = one_line(error.value)
+    assert message.startswith(f"cannot parse {info} (") and "line 4" in message
+    assert "a path holding a space splits into two columns" in message
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty"])
+def test_listed_files_missing_or_empty_are_named_with_their_line_before_training(tmp_path, problem):
+    write_sop_tree(tmp_path)
+    image = tmp_path / "images" / "bicycle_final" / "15_0.JPG"
+    if problem == "missing":
+        image.unlink()
+    else:
+        image.write_bytes(b"")
+    info = tmp_path / "Info_Files" / "Ebay_train.txt"
+    with pytest.raises(UserError, match=re.escape(f"1 image file(s) missing or empty: {image} ({info} line 4) is "
+                                                  f"{problem}; restore them or pass --on_bad_image skip")):
+        datasets.select("online_products", str(tmp_path), **SMALL)
+    splits = datasets.select("online_products", str(tmp_path), on_bad_image="skip", **SMALL)
+    assert len(splits["train"]) == 3 and splits["train"].bad_files == [str(image)]
+    assert splits["train"].class_names == ["11", "40"]  # a class that lost all its images is gone
+
+
+def test_empty_image_in_a_class_folder_is_found_at_start(cub_parent):
+    empty = cub_parent / "CUB_200_2011" / "images" / "002.Laysan_Albatross" / "img_0.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(UserError, match=re.escape(f"{empty} is empty")):
+        datasets.select("cub200", str(cub_parent), **SMALL)
 
 
 def test_online_products_missing_info_file(tmp_path):
@@ -301,6 +337,23 @@ def test_sixteen_bit_grayscale_keeps_its_contrast(tmp_path):
     path = tmp_path / "deep.png"
     Image.fromarray(np.full((4, 4), 32896, dtype=np.uint16)).save(path)  # mid-grey in 16 bits
     assert np.asarray(load_rgb(str(path))).max() == 128
+
+
+@pytest.mark.parametrize("scale,expected", [(1.0, 128), (255.0, 128), (65535.0, 128)])
+def test_float_tiff_keeps_its_contrast(tmp_path, scale, expected):
+    path = tmp_path / "float.tif"
+    ramp = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
+    ramp[0, 0], ramp[3, 3] = 128.5 / 255, 1.0  # one mid-grey pixel, one full-scale pixel
+    Image.fromarray(ramp * scale, mode="F").save(path)
+    pixels = np.asarray(load_rgb(str(path)))
+    assert pixels.shape == (4, 4, 3) and pixels[0, 0, 0] == expected and pixels.max() == 255
+
+
+def test_float_tiff_out_of_range_is_refused(tmp_path):
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.full((4, 4), -3.0, dtype=np.float32), mode="F").save(path)
+    with pytest.raises(UserError, match=r"cannot read image .*float.tif: float pixels from -3 to -3, outside "):
+        load_rgb(str(path))
 
 
 def test_non_image_file_among_images_fails_by_default(cub_parent):
