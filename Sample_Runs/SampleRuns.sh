@@ -2,6 +2,7 @@
 # The paper's runs (the settings of its released SampleRuns.sh) and their ablations on CUB200-2011, CARS196 and Stanford Online
 # Products: ResNet50, bs 112, 2 samples per class, one training per seed.
 #   datapath=/data gpu=0 seeds="0 1 2" bash Sample_Runs/SampleRuns.sh [--dry-run] [cub|cars|sop ...]
+# (in any order; an unknown word stops the script before anything runs)
 # $datapath holds cub200/, cars196/ and online_products/ (or CUB_200_2011/, Stanford_Online_Products/).
 # --dry-run prints every command instead of running it. $extra adds flags to every run, split at
 # spaces (e.g. extra="--log_online --group paper").
@@ -15,16 +16,19 @@
 # The paper's scripts give no settings for the PSD and margin rows: these are the ablations' choice.
 # Sample_Runs/configs/<run>.yaml holds the same flags for `python main.py --config FILE`.
 set -euo pipefail
-if [ "${1:-}" = --help ] || [ "${1:-}" = -h ]; then
-    sed -n '2,/^set /s/^# \{0,1\}//p' "$0"
-    exit 0
-fi
-cd "$(dirname "$0")/.."
+# Every word is read before anything runs: options in any position, an unknown word stops the script.
 dry_run=false
-if [ "${1:-}" = --dry-run ]; then
-    dry_run=true
-    shift
-fi
+datasets=()
+for word in "$@"; do
+    case $word in
+        --help|-h) sed -n '2,/^set /s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        --dry-run) dry_run=true ;;
+        cub|cars|sop) datasets+=("$word") ;;
+        *) echo "error: unknown word '$word': give cub, cars or sop, and optionally --dry-run or --help" >&2; exit 2 ;;
+    esac
+done
+[ ${#datasets[@]} -gt 0 ] || datasets=(cub cars sop)
+cd "$(dirname "$0")/.."
 datapath=${datapath:-../Datasets}
 gpu=${gpu:-0}
 seeds=${seeds:-0}
@@ -83,10 +87,6 @@ sop() {
         --PSD --OBDP --kd_lambda 200 --diffusion_w 0.5 --diffusion_tau 0.005 --tau 70 100 --gamma 0.2
 }
 
-[ $# -gt 0 ] || set -- cub cars sop
-for dataset in "$@"; do
-    case $dataset in
-        cub|cars|sop) $dataset ;;
-        *) echo "unknown dataset '$dataset': use cub, cars or sop (after --dry-run, if given)" >&2; exit 2 ;;
-    esac
+for dataset in "${datasets[@]}"; do
+    $dataset
 done

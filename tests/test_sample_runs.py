@@ -99,7 +99,17 @@ def test_the_script_runs_what_dry_run_prints(tmp_path):
     assert all(command[-3:] == ["--log_online", "--group", "paper"] for command in executed)
 
 
-def test_unknown_dataset_is_refused():
-    result = subprocess.run(["bash", "Sample_Runs/SampleRuns.sh", "--dry-run", "imagenet"], cwd=REPO,
-                            capture_output=True, text=True)
-    assert result.returncode == 2 and "use cub, cars or sop" in result.stderr
+@pytest.mark.parametrize("words", [["--dry-run", "imagenet"], ["cub", "--dryrun"], ["cub", "cars", "-n"]])
+def test_an_unknown_word_stops_the_script_before_anything_runs(tmp_path, words):
+    log = tmp_path / "commands.log"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f"#!/bin/sh\necho ran >> {log}\n")
+    fake_python.chmod(0o755)
+    result = subprocess.run(["bash", "Sample_Runs/SampleRuns.sh", *words], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "python": str(fake_python)})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "give cub, cars or sop" in result.stderr
+    assert not log.exists()
+
+
+def test_options_are_accepted_in_any_position():
+    assert dry_run("cub", "--dry-run") == dry_run("--dry-run", "cub")
