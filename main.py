@@ -14,6 +14,7 @@ import contextlib
 import copy
 import csv
 import datetime
+import errno
 import fcntl
 import io
 import json
@@ -543,14 +544,18 @@ def runs_under(save_path):
 class RunLock:
     """An exclusive OS lock on <run folder>/run.lock, held for the life of a run, so two processes
     never write one run folder: the second stops at once, naming the first's pid. The OS drops the
-    lock with its process, even after kill -9, so it never goes stale."""
+    lock with its process, even after kill -9, so it never goes stale. It is a POSIX record lock
+    (lockf), which belongs to the process: dataloader workers forked from it do not hold it on
+    after it dies, as they would hold a flock."""
 
     def __init__(self, folder):
         self.folder = folder
         self.handle = open(os.path.join(folder, "run.lock"), "a+")
         try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
             self.handle.seek(0)
             holder = self.handle.read().strip() or "unknown"
             self.handle.close()
@@ -563,14 +568,17 @@ class RunLock:
 
     def release(self):
         if not self.handle.closed:
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            fcntl.lockf(self.handle, fcntl.LOCK_UN)
             self.handle.close()
 
 
 def check_resumable_config(folder, config, force):
-    with open(os.path.join(folder, "config.json")) as handle:
-        # A flag added since the run was saved counts as left at its default.
-        saved = {**vars(parameters.build_parser().parse_args([])), **json.load(handle)}
+    try:
+        with open(os.path.join(folder, "config.json")) as handle:
+            saved = parameters.canonical(json.load(handle))
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot read {folder}/config.json ({error}); resume another run or start a new one") \
+            from None
     differing = sorted(key for key in set(saved) | set(config)
                        if key not in OPERATIONAL_FLAGS and saved.get(key) != config.get(key))
     if differing and not force:

@@ -208,6 +208,38 @@ def parse(argv=None, warn=True):
     return opt
 
 
+def canonical(config: dict) -> dict:
+    """A stored config (a run's config.json) as the parser gives it: each value through its flag's
+    type (so -1 and -1.0 of a float flag compare equal), flags added since at their defaults,
+    unknown keys and values no flag takes as they are. What compares runs (resume, summaries)
+    compares these."""
+    parser = build_parser()
+    actions = {action.dest: action for action in parser._actions
+               if action.option_strings and action.dest not in ("help", "config")}
+
+    def refuse(message):
+        raise ValueError(message)
+
+    parser.error = refuse
+    as_stored, words = {}, {}
+    for key, value in config.items():
+        try:
+            words[key] = _as_arguments(actions[key], value)
+        except (KeyError, ValueError):
+            as_stored[key] = value
+    try:
+        parsed = vars(parser.parse_args([word for key_words in words.values() for word in key_words]))
+    except ValueError:  # one value the parser refuses (a choice since removed): each flag alone
+        parsed = vars(parser.parse_args([]))
+        for key, key_words in words.items():
+            try:
+                parsed[key] = getattr(parser.parse_args(key_words), key)
+            except ValueError:
+                as_stored[key] = config[key]
+    parsed.pop("config")
+    return {**parsed, **as_stored}
+
+
 def _no_effect(opt):
     """Legal values that change nothing, each as a one-line warning."""
     warnings = []

@@ -55,11 +55,9 @@ def load_run(folder):
     """{"folder", "config", "selection_split", "rows"}, or None when the run has not finished."""
     if not os.path.exists(os.path.join(folder, "summary.json")):
         return None
-    defaults = vars(parameters.build_parser().parse_args([]))
-    defaults.pop("config")
     try:
         with open(os.path.join(folder, "config.json")) as handle:
-            config = {**defaults, **json.load(handle)}
+            config = parameters.canonical(json.load(handle))
         with open(os.path.join(folder, "summary.json")) as handle:
             summary = json.load(handle)
         with open(os.path.join(folder, "metrics.csv"), newline="") as handle:

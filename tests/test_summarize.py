@@ -110,3 +110,15 @@ def test_user_mistakes_are_one_line_errors(results, capsys, argv, fragments):
     error_lines = capsys.readouterr().err.strip().splitlines()
     assert len(error_lines) == 1 and error_lines[0].startswith("error:")
     assert all(fragment in error_lines[0] for fragment in fragments), error_lines[0]
+
+
+def test_configs_compare_as_the_parser_reads_them(results, capsys):
+    # a config.json written by another version: an integer where the flag is a float, a flag it did not have
+    config_path = results / "baseline" / "s1" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["fc_lr"], config["loss_margin_nu"] = -1, 0
+    del config["save_checkpoints"]
+    config_path.write_text(json.dumps(config))
+    out, _ = summarise([str(results / "baseline"), "--format", "csv"], capsys)
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert row["runs"] == "3"
