@@ -45,7 +45,7 @@ from errors import Interrupted, UserError, run_command
 # Flags that do not change what a run computes: a resumed run may set them differently.
 OPERATIONAL_FLAGS = {"resume", "resume_force", "overwrite", "kernels", "gpu", "log_online", "project", "group",
                      "save_path", "savename", "source", "pretrained_weights", "compile", "channels_last", "no_reports",
-                     "save_checkpoints"}
+                     "save_checkpoints", "progress_every"}
 LAST_CHECKPOINT = "checkpoint_last.pth"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -135,7 +135,7 @@ def train_in(run, opt, context, bad_files, splits, model, teacher, criterion, op
         model.set_backbone_trainable(epoch >= opt.freeze_backbone_epochs)
         sampler.set_epoch(epoch)
         losses = train_one_epoch(step, train_loader, device, epoch, opt.n_epochs, run.last_checkpoint,
-                                 show_progress=context.is_main)
+                                 show_progress=context.is_main, progress_every=opt.progress_every)
         run.skipped_batches += losses["skipped_batches"]
         if scheduler is not None:
             scheduler.step()
@@ -218,15 +218,40 @@ class NonFiniteLoss(Exception):
     pass
 
 
-def train_one_epoch(step, loader, device, epoch, n_epochs, last_checkpoint=None, show_progress=True):
+class ProgressLines:
+    """Progress without a terminal: one line every `every` seconds (every step at 0), with the
+    step, the epoch's mean loss so far, the speed and the time left in the epoch."""
+
+    def __init__(self, label, steps, every):
+        self.label, self.steps, self.every = label, steps, every
+        self.started = self.printed = time.time()
+        self.images = 0
+
+    def step(self, iteration, images, mean_loss):
+        self.images += images
+        now = time.time()
+        if now - self.printed < self.every and iteration < self.steps:
+            return
+        self.printed = now
+        elapsed = max(now - self.started, 1e-9)
+        left = datetime.timedelta(seconds=round(elapsed / iteration * (self.steps - iteration)))
+        print(f"{self.label} step {iteration}/{self.steps}: loss {mean_loss():.4f}, {self.images / elapsed:.1f} "
+              f"images/s, {left} left in the epoch", flush=True)
+
+
+def train_one_epoch(step, loader, device, epoch, n_epochs, last_checkpoint=None, show_progress=True,
+                    progress_every=60.0):
     """Mean loss terms of one epoch of `step` (a TrainingStep).
 
     A non-finite loss stops the run, naming the epoch and iteration, unless the step skips such
-    batches: then they are counted.
+    batches: then they are counted. Progress shows as a bar on a terminal; without one (a file, a
+    cluster log) as a line every `progress_every` seconds.
     """
     step.model.train()
     totals, steps, skipped = {"loss": 0.0, "dml": 0.0, "kd": 0.0}, 0, 0
     progress = tqdm(loader, desc=f"epoch {epoch + 1}/{n_epochs}", leave=False, disable=None if show_progress else True)
+    lines = ProgressLines(f"epoch {epoch + 1}/{n_epochs}", len(loader), progress_every) \
+        if show_progress and progress.disable else None
     for iteration, (images, labels) in enumerate(progress, start=1):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
@@ -242,6 +267,8 @@ def train_one_epoch(step, loader, device, epoch, n_epochs, last_checkpoint=None,
         for term, value in {"loss": loss.detach(), **step.criterion.last_terms}.items():
             totals[term] = totals[term] + value
         steps += 1
+        if lines is not None:
+            lines.step(iteration, len(images), lambda: float(totals["loss"]) / steps)
     means = {term: float(total) / max(steps, 1) for term, total in totals.items()}
     means["kd_weight"] = step.criterion.distillation_weight(epoch)
     means["skipped_batches"] = skipped

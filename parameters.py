@@ -47,6 +47,8 @@ def build_parser():
                           "none for sweeps and tests (the tables and summary are written all the same)")
     run.add_argument("--save_every", type=int, default=0,
                      help="also keep checkpoint_epoch_<N>.pth every N epochs (0: only last and best)")
+    run.add_argument("--progress_every", type=float, default=60.0, metavar="SECONDS",
+                     help="without a terminal (a log file), print a progress line this often (0: every step)")
     run.add_argument("--deterministic", action="store_true",
                      help="deterministic algorithms only (torch.use_deterministic_algorithms and cuDNN)")
     run.add_argument("--skip_nonfinite", action="store_true",
@@ -357,6 +359,8 @@ def _check(opt):
                         f"{opt.save_checkpoints} does not keep; drop one of them")
     if opt.save_every < 0:
         problems.append(f"--save_every must be 0 (off) or positive, got {opt.save_every}")
+    if opt.progress_every < 0:
+        problems.append(f"--progress_every must be 0 (every step) or more seconds, got {opt.progress_every}")
     if opt.kernels < 0:
         problems.append("--kernels must be 0 (load in the main process) or more")
     if opt.holdout_classes < 0:

@@ -34,11 +34,15 @@ def only_folder(save_path):
 @pytest.mark.slow
 def test_digits_obd_sd_run_writes_everything_it_promises(tmp_path):
     result = run_main(DIGITS + ["--n_epochs", "2", "--PSD", "--OBDP", "--save_path", str(tmp_path),
-                                "--savename", "demo"])
+                                "--savename", "demo", "--progress_every", "0"])
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "demo"
     assert f"run saved in {folder}" in result.stdout
     assert "e_recall@1" in result.stdout and "nmi" in result.stdout
+    # no terminal here: a progress line every step instead of a bar
+    progress = [line for line in result.stdout.splitlines() if line.startswith("epoch ") and " step " in line]
+    assert len(progress) == 2 * (901 // 50) and progress[-1].startswith("epoch 2/2 step 18/18: loss ")
+    assert progress[-1].endswith("images/s, 0:00:00 left in the epoch")
 
     config = json.loads((folder / "config.json").read_text())
     assert config["PSD"] and config["OBDP"] and config["n_epochs"] == 2
