@@ -23,6 +23,7 @@ import random
 import shlex
 import shutil
 import signal
+import sys
 import time
 from collections import Counter
 
@@ -324,6 +325,7 @@ class Run:
         self.wandb = None
         self.started = time.time()
         self.train_seconds = 0.0  # up to the end of the last epoch (its checkpoint_last.pth)
+        self.checked_splits = set()  # splits whose class sizes were checked against the metrics' k
         self.table_printed = False
 
     def _choose_folder(self):
@@ -411,6 +413,14 @@ class Run:
         self.evaluated = {}  # the latest embeddings of each split, for the reports at the end
         for split, loader in loaders.items():
             features, labels = evaluation.embed(model, loader, device, description=f"embedding {split}")
+            if split not in self.checked_splits:
+                self.checked_splits.add(split)
+                depths = evaluation.vote_depths(self.metric_names)
+                if self.opt.evaluation_diffusion:
+                    depths[f"--evaluation_diffusion_k {self.opt.evaluation_diffusion_k}"] = \
+                        self.opt.evaluation_diffusion_k
+                for warning in evaluation.small_class_warnings(labels, depths, split):
+                    tqdm.write(f"warning: {warning}", file=sys.stderr)
             metrics = evaluation.compute(features, labels, self.metric_names, seed=self.opt.seed)
             if self.opt.evaluation_diffusion:
                 reranked = evaluation.compute(features, labels, evaluation.ranking_metrics(self.metric_names),
@@ -443,12 +453,15 @@ class Run:
         return improved
 
     def _print_row(self, row):
-        columns = ["epoch", "split", *self.metric_names]
+        """One line of the console table: every metric of the row, the re-ranked ones included."""
+        names = [name for name in row if name not in ("epoch", "split", "best_for")]
+        widths = [max(10, len(name)) for name in names]
         if not self.table_printed:
-            tqdm.write("  ".join(f"{c:>10}" for c in columns))
+            tqdm.write("  ".join([f"{'epoch':>10}", f"{'split':>10}"] + [f"{name:>{width}}"
+                                                                        for name, width in zip(names, widths)]))
             self.table_printed = True
         cells = [f"{row['epoch']:>10}", f"{row['split']:>10}"]
-        cells += [f"{row[name]:>10.4f}" for name in self.metric_names]
+        cells += [f"{row[name]:>{width}.4f}" for name, width in zip(names, widths)]
         tqdm.write("  ".join(cells) + ("  *" if row["best_for"] else ""))
 
     def log_training(self, epoch, losses, optimizer):
@@ -478,7 +491,9 @@ class Run:
         if not self.opt.no_reports:
             from evaluation.reports import write_run_reports  # matplotlib only when a run ends
 
-            reports = write_run_reports(self.folder, getattr(self, "evaluated", {}), self.opt.seed, self.wandb)
+            reports = write_run_reports(self.folder, getattr(self, "evaluated", {}), self.opt.seed, self.wandb,
+                                        epoch=self.history[-1]["epoch"] if self.history else None,
+                                        selected={name: record["epoch"] for name, record in self.best.items()})
             print(f"reports: {', '.join(os.path.basename(path) for path in reports.values())}")
         summary = {"run_folder": self.folder, "selection_split": self.selection_split,
                    "selection": f"best epoch on the {self.selection_split} split among the trained epochs "

@@ -7,8 +7,16 @@ reports are in evaluation.reports; the commands are `python -m evaluation.report
 `python -m evaluation.export` and `python -m evaluation.classify`.
 """
 from evaluation.features import embed
-from evaluation.metrics import check_names, compute, default_metrics, ranking_metrics, usage
+from evaluation.metrics import (
+    check_names,
+    compute,
+    default_metrics,
+    ranking_metrics,
+    small_class_warnings,
+    usage,
+    vote_depths,
+)
 from evaluation.neighbours import diffusion_reranked, nearest_neighbours, search
 
 __all__ = ["check_names", "compute", "default_metrics", "diffusion_reranked", "embed", "nearest_neighbours",
-           "ranking_metrics", "search", "usage"]
+           "ranking_metrics", "search", "small_class_warnings", "usage", "vote_depths"]

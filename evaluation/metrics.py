@@ -51,6 +51,26 @@ def ranking_metrics(names):
     return [name for name in names if _parse(name)[0].ranking]
 
 
+def vote_depths(names):
+    """{name: its K} for the majority-vote metrics (knn_topM@K) among `names`."""
+    depths = {}
+    for name in names:
+        metric, params = _parse(name)
+        if metric.value is knn_accuracy:
+            depths[name] = params["k"] or DEFAULT_VOTES
+    return depths
+
+
+def small_class_warnings(labels, depths, split):
+    """One line for each `depths` entry ({what: k neighbours}) that looks further than the split's
+    median class reaches (its size minus the query): there most neighbours are of other classes."""
+    sizes = np.bincount(np.unique(labels, return_inverse=True)[1])
+    reach = int(np.median(sizes)) - 1
+    return [f"{what} looks at {k} neighbours, but the median class of the {split} split holds {reach + 1} images: "
+            f"most neighbours are of other classes; use {max(reach, 1)} or fewer"
+            for what, k in depths.items() if k > max(reach, 1)]
+
+
 def default_metrics(dataset):
     """The metrics the field reports per dataset (Recall@1/2/4/8 on CUB and CARS, @1/10/100/1000 on SOP, NMI)."""
     ks = (1, 10, 100, 1000) if dataset == "online_products" else (1, 2, 4, 8)

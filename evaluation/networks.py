@@ -31,6 +31,7 @@ class Checkpoint:
     embed_dim: int
     kind: str  # "codebase" or "paper"
     config: dict = field(default_factory=dict)  # the training run's flags (codebase format only)
+    epoch: int | None = None  # the epoch it was saved after (codebase format only)
 
 
 def load(path, arch=None, embed_dim=None):
@@ -44,7 +45,8 @@ def load(path, arch=None, embed_dim=None):
                 raise UserError(f"{path} holds a network with arch {content.get('arch')} and embed_dim "
                                 f"{content.get('embed_dim')}, not --{flag} {given}; drop --{flag} or change it")
         network = architectures.from_checkpoint(content, path)
-        return Checkpoint(network.eval(), network.arch, network.embed_dim, "codebase", content.get("config") or {})
+        return Checkpoint(network.eval(), network.arch, network.embed_dim, "codebase", content.get("config") or {},
+                          content.get("epoch"))
     state = _paper_state(content)
     arch = arch or PAPER_ARCH
     embed_dim = embed_dim or _stored_embed_dim(state)

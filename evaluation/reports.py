@@ -1,12 +1,16 @@
-"""Pictures of what a network learnt, as PNGs drawn with matplotlib's Agg canvas (no display needed):
+"""Pictures of what a network learnt, as PNGs drawn with matplotlib's Agg canvas (no display needed).
+Each title says which network it shows (the epoch, and the checkpoint when one was read).
 
-- recall_curves.png: every recall column of a run's metrics.csv over the epochs, per split;
-- retrieval_<split>.png: sampled queries and their k nearest images, green border when the class
-  matches the query's, red when not (needs image files or in-memory pixels);
-- tsne_<split>.png: t-SNE of a sample of the embeddings, coloured by class;
+- recall_curves.png: every recall column of a run's metrics.csv over the epochs, per split, with
+  the selected (best) epochs marked, and below them the training loss of training.csv;
+- retrieval_<split>.png: queries of distinct classes and their k nearest images, green border
+  when the class matches the query's, red when not (needs image files or in-memory pixels);
+- tsne_<split>.png: t-SNE of a sample of the embeddings, coloured by class, with a legend (the
+  20 classes with most points have their own colour, the others are grey);
 - similarity_<split>.png: cosine similarities between a sample of images, grouped by class;
-- confusion_<split>.png: confusion matrix of leave-one-out majority-vote k-NN classification
-  (the knn_top1 metric); with many classes, the classes with the most errors.
+- confusion_<split>.png: confusion matrix of leave-one-out majority-vote k-NN classification,
+  k taken from the class sizes (the median class size minus one, at most 20, at least 1); with
+  many classes, the classes with the most errors.
 
 main.py draws them at the end of a run (of the final network). For a checkpoint:
 
@@ -15,13 +19,16 @@ main.py draws them at the end of a run (of the final network). For a checkpoint:
 (the paper's files also need --dataset and --source; this codebase's name their run's.)
 """
 import csv
+import json
 import os
 import re
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 from sklearn.manifold import TSNE
 
@@ -40,6 +47,7 @@ MATCH, MISMATCH, QUERY = "#1a9850", "#d73027", "#2166ac"
 THUMBNAIL = 96
 RUN_TSNE_POINTS = 300  # with RUN_TSNE_ITERATIONS: a few seconds on 2 cores
 RUN_TSNE_ITERATIONS = 500
+TSNE_COLOURED = 20  # classes with a colour of their own (tab20) in the t-SNE; the others are grey
 
 
 def _save(figure, path):
@@ -48,24 +56,48 @@ def _save(figure, path):
     return path
 
 
-def recall_curves(metrics_csv, path):
-    """Recall@k over the epochs, one line per recall column and split; None when there is none."""
-    with open(metrics_csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+def _read_csv(path):
+    if path is None or not os.path.exists(path):
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def recall_curves(metrics_csv, path, selected=None, training_csv=None):
+    """Recall@k over the epochs, one line per recall column and split, with a dashed line at each
+    selected epoch ({name: epoch}, e.g. the best e_recall@1), and the training loss of
+    `training_csv` below; None when metrics_csv has no recall column."""
+    rows = _read_csv(metrics_csv)
     columns = [column for column in (rows[0] if rows else {}) if RECALL_COLUMN.match(column)]
     if not columns:
         return None
-    figure = Figure(figsize=(7, 4.5))
-    axes = figure.add_subplot()
+    training = [row for row in _read_csv(training_csv) if row.get("loss")]
+    figure = Figure(figsize=(7, 7 if training else 4.5), layout="constrained")
+    axes = figure.subplots(2 if training else 1, 1, sharex=True, squeeze=False)[:, 0]
     for split, style in zip(sorted({row["split"] for row in rows}), ("-", "--", ":", "-.")):
         split_rows = [row for row in rows if row["split"] == split]
         epochs = [int(row["epoch"]) for row in split_rows]
         for color, column in enumerate(columns):
-            axes.plot(epochs, [float(row[column]) for row in split_rows], style, color=f"C{color}", marker=".",
-                      label=f"{split} {column}")
-    axes.set(xlabel="epoch", ylabel="recall", title="Recall@k over training")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", ncol=2)
+            axes[0].plot(epochs, [float(row[column]) for row in split_rows], style, color=f"C{color}", marker=".",
+                         label=f"{split} {column}")
+    for name, epoch in (selected or {}).items():
+        for panel in axes:
+            panel.axvline(epoch, color="black", linestyle="--", linewidth=0.8)
+        axes[0].annotate(f"best {name}: epoch {epoch}", (epoch, 0), xycoords=("data", "axes fraction"),
+                         xytext=(3, 3), textcoords="offset points", fontsize=7, rotation=90, va="bottom")
+    axes[0].set(ylabel="recall", title="Recall@k over training (epoch 0: before training)")
+    axes[0].legend(fontsize="small", ncol=2)
+    if training:
+        epochs = [int(row["epoch"]) for row in training]
+        for term in ("loss", "dml", "kd"):
+            if term in training[0]:
+                axes[1].plot(epochs, [float(row[term]) for row in training], marker=".", label=term)
+        axes[1].set(ylabel="training loss (epoch mean)", title="Training loss")
+        axes[1].legend(fontsize="small")
+    for panel in axes:
+        panel.grid(alpha=0.3)
+        panel.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1].set(xlabel="epoch")
     return _save(figure, path)
 
 
@@ -78,10 +110,12 @@ def image_reader(dataset):
     return None
 
 
-def retrieval_grid(features, labels, read_image, path, n_queries=8, k=5, seed=0, class_names=None):
-    """n_queries random queries (rows) and their k nearest other images."""
+def retrieval_grid(features, labels, read_image, path, n_queries=8, k=5, seed=0, class_names=None, caption=""):
+    """Queries (rows) of n_queries random distinct classes, one random image each, and their k
+    nearest other images."""
     rng = np.random.default_rng(seed)
-    queries = np.sort(rng.choice(len(features), min(n_queries, len(features)), replace=False))
+    classes = rng.permutation(np.unique(labels))[:n_queries]
+    queries = np.sort([rng.choice(np.flatnonzero(labels == label)) for label in classes])
     k = min(k, len(features) - 1)
     found = search(features[queries], features, k + 1)
     retrieved = [[j for j in row if j != query][:k] for query, row in zip(queries, found)]
@@ -101,27 +135,38 @@ def retrieval_grid(features, labels, read_image, path, n_queries=8, k=5, seed=0,
                 spine.set_edgecolor(color)
                 spine.set_linewidth(4)
             axes.set_title(f"{title}: {_name(class_names, labels[index])}", fontsize=7)
-    figure.suptitle("retrieval: green = same class as the query, red = another class")
+    figure.suptitle(f"retrieval{caption}: green = same class as the query, red = another class")
     return _save(figure, path)
 
 
-def tsne(features, labels, path, max_points=1000, seed=0, iterations=1000):
-    """t-SNE of at most max_points random embeddings, coloured by class; None below 5 points."""
+def tsne(features, labels, path, max_points=1000, seed=0, iterations=1000, class_names=None, caption=""):
+    """t-SNE of at most max_points random embeddings, coloured by class: the TSNE_COLOURED classes
+    with most points get a colour and a legend entry each, the others are grey; None below 5 points."""
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(features), min(max_points, len(features)), replace=False))
     if len(sample) < 5:
         return None
     points = TSNE(n_components=2, init="pca", learning_rate="auto", perplexity=min(30.0, (len(sample) - 1) / 3),
                   max_iter=iterations, random_state=seed).fit_transform(features[sample])
-    _, classes = np.unique(labels[sample], return_inverse=True)
-    figure = Figure(figsize=(6, 6))
+    values, classes, counts = np.unique(labels[sample], return_inverse=True, return_counts=True)
+    coloured = np.sort(np.argsort(-counts, kind="stable")[:TSNE_COLOURED])
+    figure = Figure(figsize=(7.5, 6), layout="constrained")
     axes = figure.add_subplot()
-    axes.scatter(points[:, 0], points[:, 1], c=classes % 20, cmap="tab20", vmin=0, vmax=19, s=8)
-    axes.set(xticks=[], yticks=[], title=f"t-SNE of {len(sample)} embeddings, {classes.max() + 1} classes")
+    others = ~np.isin(classes, coloured)
+    if others.any():
+        axes.scatter(points[others, 0], points[others, 1], color="lightgrey", s=6,
+                     label=f"{len(values) - len(coloured)} other classes")
+    palette = matplotlib.colormaps["tab20"]
+    for colour, class_index in enumerate(coloured):
+        members = classes == class_index
+        axes.scatter(points[members, 0], points[members, 1], color=palette(colour), s=8,
+                     label=_name(class_names, values[class_index]))
+    axes.legend(fontsize=6, markerscale=1.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    axes.set(xticks=[], yticks=[], title=f"t-SNE of {len(sample)} embeddings, {len(values)} classes{caption}")
     return _save(figure, path)
 
 
-def similarity_matrix(features, labels, path, n_classes=10, per_class=5, seed=0, class_names=None):
+def similarity_matrix(features, labels, path, n_classes=10, per_class=5, seed=0, class_names=None, caption=""):
     """Cosine similarities of up to per_class images of each of up to n_classes random classes."""
     rng = np.random.default_rng(seed)
     classes = rng.permutation(np.unique(labels))[:n_classes]
@@ -140,12 +185,22 @@ def similarity_matrix(features, labels, path, n_classes=10, per_class=5, seed=0,
     names = [_name(class_names, label) for label in np.sort(classes)]
     axes.set_xticks((edges[:-1] + edges[1:]) / 2, names, rotation=90, fontsize=7)
     axes.set_yticks((edges[:-1] + edges[1:]) / 2, names, fontsize=7)
-    axes.set_title(f"{len(sample)} images of {len(classes)} classes, grouped by class")
+    axes.set_title(f"{len(sample)} images of {len(classes)} classes, grouped by class{caption}", fontsize=9)
     return _save(figure, path)
 
 
-def confusion_matrix(features, labels, class_names, path, k=DEFAULT_VOTES, max_classes=30):
-    """Rows: true class, columns: majority vote of the k nearest other images (leave-one-out)."""
+def votes_for(labels):
+    """How many neighbours vote in the k-NN confusion matrix: the median class size minus one (the
+    query's own class can fill them), at most DEFAULT_VOTES, at least 1. Twenty voters would give
+    the 2-to-12-image classes of Stanford Online Products an accuracy near 0 at Recall@1 1.0."""
+    sizes = np.bincount(np.unique(labels, return_inverse=True)[1])
+    return int(np.clip(np.median(sizes) - 1, 1, DEFAULT_VOTES))
+
+
+def confusion_matrix(features, labels, class_names, path, k=None, max_classes=30, caption=""):
+    """Rows: true class, columns: majority vote of the k nearest other images (leave-one-out);
+    k from votes_for when None."""
+    k = k or votes_for(labels)
     values, labels = np.unique(labels, return_inverse=True)
     names = [_name(class_names, value) for value in values]
     predicted = majority_vote(labels[nearest_neighbours(features, k)], 1)[:, 0]
@@ -171,8 +226,8 @@ def confusion_matrix(features, labels, class_names, path, k=DEFAULT_VOTES, max_c
     axes.set_yticks(range(len(shown)), names, fontsize=6)
     accuracy = np.mean(predicted == labels)
     subset = f", the {len(shown)} classes with most errors" if other else ""
-    axes.set(xlabel=f"majority vote of the {k} nearest", ylabel="true class",
-             title=f"k-NN classification, accuracy {accuracy:.3f}{subset}")
+    axes.set(xlabel=f"majority vote of the k = {k} nearest", ylabel="true class",
+             title=f"k-NN classification (k = {k}), accuracy {accuracy:.3f}{subset}{caption}")
     return _save(figure, path)
 
 
@@ -181,13 +236,19 @@ def _name(class_names, label):
 
 
 def write_reports(folder, features=None, labels=None, dataset=None, split="test", metrics_csv=None,
-                  tsne_points=1000, seed=0, tsne_iterations=1000):
+                  tsne_points=1000, seed=0, tsne_iterations=1000, network="", selected=None):
     """All the reports the inputs allow, into `folder`; {report name: PNG path}. Without features,
-    only the recall curves."""
+    only the recall curves. `network` says in each title which network the features come from;
+    `selected` ({name: epoch}) marks epochs on the recall curves (default: the run's summary.json
+    next to metrics_csv), whose training.csv adds the loss curve."""
     os.makedirs(folder, exist_ok=True)
     written = {}
+    caption = f" ({network})" if network else ""
     if metrics_csv is not None and os.path.exists(metrics_csv):
-        written["recall_curves"] = recall_curves(metrics_csv, os.path.join(folder, "recall_curves.png"))
+        run_folder = os.path.dirname(metrics_csv)
+        selected = selected if selected is not None else selected_epochs(os.path.join(run_folder, "summary.json"))
+        written["recall_curves"] = recall_curves(metrics_csv, os.path.join(folder, "recall_curves.png"), selected,
+                                                 os.path.join(run_folder, "training.csv"))
     if features is not None and len(features) > 1:
         features, labels = np.asarray(features, dtype=np.float32), np.asarray(labels)
         class_names = getattr(dataset, "class_names", None)
@@ -195,25 +256,38 @@ def write_reports(folder, features=None, labels=None, dataset=None, split="test"
         if read_image is not None:
             written[f"retrieval_{split}"] = retrieval_grid(features, labels, read_image,
                                                            os.path.join(folder, f"retrieval_{split}.png"), seed=seed,
-                                                           class_names=class_names)
+                                                           class_names=class_names, caption=caption)
         written[f"tsne_{split}"] = tsne(features, labels, os.path.join(folder, f"tsne_{split}.png"), tsne_points,
-                                        seed, tsne_iterations)
+                                        seed, tsne_iterations, class_names=class_names, caption=caption)
         written[f"similarity_{split}"] = similarity_matrix(features, labels,
                                                            os.path.join(folder, f"similarity_{split}.png"), seed=seed,
-                                                           class_names=class_names)
+                                                           class_names=class_names, caption=caption)
         written[f"confusion_{split}"] = confusion_matrix(features, labels, class_names,
-                                                         os.path.join(folder, f"confusion_{split}.png"))
+                                                         os.path.join(folder, f"confusion_{split}.png"),
+                                                         caption=caption)
     return {name: path for name, path in written.items() if path is not None}
 
 
-def write_run_reports(folder, evaluated, seed=0, wandb_run=None):
-    """The reports of a finished run, into its folder: recall curves from metrics.csv, the others of
-    the final network on the test split (else the last evaluated one). `evaluated`: {split:
-    (features, labels, dataset)}. Kept cheap: a shorter t-SNE of at most RUN_TSNE_POINTS embeddings."""
+def selected_epochs(summary_json):
+    """{storage metric: its best epoch} of a finished run's summary.json; {} without one."""
+    try:
+        with open(summary_json) as handle:
+            best = json.load(handle).get("best", {})
+        return {name: int(record["epoch"]) for name, record in best.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def write_run_reports(folder, evaluated, seed=0, wandb_run=None, epoch=None, selected=None):
+    """The reports of a finished run, into its folder: recall curves from metrics.csv (with the
+    `selected` epochs marked), the others of the final network (of `epoch`) on the test split (else
+    the last evaluated one). `evaluated`: {split: (features, labels, dataset)}. Kept cheap: a
+    shorter t-SNE of at most RUN_TSNE_POINTS embeddings."""
     split = "test" if "test" in evaluated else next(reversed(evaluated), None)
     features, labels, dataset = evaluated[split] if split is not None else (None, None, None)
+    network = f"final network, epoch {epoch}" if epoch is not None else ""
     written = write_reports(folder, features, labels, dataset, split, os.path.join(folder, "metrics.csv"),
-                            RUN_TSNE_POINTS, seed, RUN_TSNE_ITERATIONS)
+                            RUN_TSNE_POINTS, seed, RUN_TSNE_ITERATIONS, network=network, selected=selected)
     if wandb_run is not None and written:
         log_to_wandb(wandb_run, written)
     return written
@@ -243,8 +317,10 @@ def run(opt):
     run_folder = os.path.dirname(os.path.abspath(opt.checkpoint))
     out = opt.out or os.path.join(run_folder, os.path.splitext(os.path.basename(opt.checkpoint))[0] + "_reports")
     try:
+        network = f"{os.path.basename(opt.checkpoint)}, epoch {checkpoint.epoch}" if checkpoint.epoch is not None \
+            else os.path.basename(opt.checkpoint)
         written = write_reports(out, features, labels, splits[opt.split], opt.split,
-                                os.path.join(run_folder, "metrics.csv"), opt.tsne_points)
+                                os.path.join(run_folder, "metrics.csv"), opt.tsne_points, network=network)
     except OSError as error:
         raise UserError(f"cannot write {error.filename or out}: {error.strerror}; choose another --out") from None
     for path in written.values():
@@ -253,8 +329,9 @@ def run(opt):
 
 
 def main(argv=None):
-    parser = CommandParser(command="python -m evaluation.reports", description="Draw the reports of a checkpoint: retrieval grid, t-SNE, "
-                                                 "similarity and confusion matrices, and the run's recall curves.")
+    parser = CommandParser(command="python -m evaluation.reports",
+                           description="Draw the reports of a checkpoint: retrieval grid, t-SNE, similarity and "
+                                       "confusion matrices, and the run's recall and loss curves.")
     add_network_flags(parser)
     parser.add_argument("--dataset", default=None, choices=datasets.names(), help="default: the checkpoint's run's")
     parser.add_argument("--source", default=None, help="default: the checkpoint's run's")

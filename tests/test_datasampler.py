@@ -59,7 +59,8 @@ def batch_statistics(batches, labels):
 
 def test_names_and_unknown_name():
     assert datasampler.names() == ["class_random", "m_per_class", "random"]
-    with pytest.raises(UserError, match="unknown batch sampler 'npair'; choose one of class_random, m_per_class, random"):
+    with pytest.raises(UserError, match="unknown batch sampler 'npair'; choose one of class_random, m_per_class, "
+                                        "random"):
         datasampler.select("npair", np.zeros(4, dtype=np.int64), 2, 1, 0)
     assert datasampler.draws_class_groups("class_random") and datasampler.draws_class_groups("m_per_class")
     assert not datasampler.draws_class_groups("random")

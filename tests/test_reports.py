@@ -120,3 +120,56 @@ def test_classify_refuses_an_unlabelled_reference(checkpoint_file, tmp_path, cap
         classify.main(["--checkpoint", str(checkpoint_file), "--reference", str(tmp_path / "images"), "--images",
                        str(tmp_path / "images")])
     assert stop.value.code == 2 and "class folders" in capsys.readouterr().err
+
+
+def drawn_figures(monkeypatch):
+    figures = {}
+    monkeypatch.setattr(reports, "_save", lambda figure, path: figures.setdefault(os.path.basename(path), figure)
+                        and path)
+    return figures
+
+
+def titles(figure):
+    return " ".join([figure._suptitle.get_text() if figure._suptitle else ""]
+                    + [axes.get_title() for axes in figure.axes])
+
+
+def test_reports_say_which_network_and_epoch_they_show(tmp_path, monkeypatch):
+    figures = drawn_figures(monkeypatch)
+    features, labels = clustered(n_classes=30, per_class=4)
+    pixels = np.zeros((len(labels), 8, 8), dtype=np.uint8)
+    dataset = ImageDataset(labels, [f"class {c}" for c in range(30)], pixels=pixels)
+    (tmp_path / "metrics.csv").write_text("epoch,split,e_recall@1,best_for\n0,test,0.5,\n1,test,0.7,e_recall@1\n"
+                                          "2,test,0.6,\n")
+    (tmp_path / "training.csv").write_text("epoch,loss,dml,kd\n1,1.0,0.9,0.1\n2,0.8,0.6,0.2\n")
+    reports.write_run_reports(str(tmp_path), {"test": (features, labels, dataset)}, epoch=2,
+                              selected={"e_recall@1": 1})
+    for name in ("retrieval_test.png", "tsne_test.png", "similarity_test.png", "confusion_test.png"):
+        assert "(final network, epoch 2)" in titles(figures[name]), name
+
+    curves = figures["recall_curves.png"]
+    recall_axes, loss_axes = curves.axes
+    assert "Training loss" in loss_axes.get_title() and len(loss_axes.get_lines()) >= 3  # loss, dml, kd
+    marked = [line for line in recall_axes.get_lines() if list(line.get_xdata()) == [1, 1]]
+    assert marked and any("best e_recall@1: epoch 1" in text.get_text() for text in recall_axes.texts)
+    assert all(float(tick).is_integer() for tick in recall_axes.get_xticks())
+
+    tsne_legend = [text.get_text() for text in figures["tsne_test.png"].axes[0].get_legend().get_texts()]
+    assert tsne_legend[0] == "10 other classes" and len(tsne_legend) == 21  # 20 colours that never repeat
+
+    grid = figures["retrieval_test.png"]
+    query_titles = [axes.get_title() for axes in grid.axes[::6]]  # the first column: one query a row
+    assert len(query_titles) == 8 and len(set(query_titles)) == 8  # queries of distinct classes
+
+
+def test_knn_votes_follow_the_class_sizes():
+    assert reports.votes_for(np.repeat(np.arange(50), 60)) == 20  # CUB-like classes: 20 voters
+    sop_like = np.repeat(np.arange(6), [2, 3, 5, 5, 8, 12])
+    assert reports.votes_for(sop_like) == 4  # median class of 5 images: its 4 other images vote
+    assert reports.votes_for(np.repeat(np.arange(4), 2)) == 1
+
+
+def test_report_command_titles_name_the_checkpoint(checkpoint_file, tmp_path, monkeypatch):
+    figures = drawn_figures(monkeypatch)
+    reports.main(["--checkpoint", str(checkpoint_file), "--kernels", "0", "--out", str(tmp_path)])
+    assert "(checkpoint_last.pth, epoch 1)" in titles(figures["tsne_test.png"])

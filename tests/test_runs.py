@@ -333,3 +333,18 @@ def test_an_interruption_while_a_checkpoint_is_written_waits_for_the_file(tmp_pa
     with pytest.raises(KeyboardInterrupt):
         checkpoints.save({}, str(path))
     assert path.read_bytes() == b"first half second half" and not (tmp_path / "checkpoint_last.pth.tmp").exists()
+
+
+def test_reranked_metrics_are_printed_and_k_beyond_the_classes_warns(cub, tmp_path, capsys):
+    status, err, out = run_main(tiny(cub, tmp_path, "--evaluation_diffusion", "--evaluation_metrics", "e_recall@1",
+                                     "knn_top1", "--no_reports"), capsys)
+    assert status == 0, err
+    header = next(line for line in out.splitlines() if line.split()[:2] == ["epoch", "split"])
+    assert header.split()[2:] == ["e_recall@1", "knn_top1", "e_recall@1+diffusion", "knn_top1+diffusion"]
+    # the test split holds 2 classes of 4 images: 3 neighbours of the query's class at most
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: knn_top1 looks at 20 neighbours, but the median class of the test split holds 4 images: most "
+        "neighbours are of other classes; use 3 or fewer",
+        "warning: --evaluation_diffusion_k 20 looks at 20 neighbours, but the median class of the test split holds 4 "
+        "images: most neighbours are of other classes; use 3 or fewer"]

@@ -11,7 +11,8 @@ import parameters
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "Sample_Runs", "configs")
 
-# The paper's runs (its released SampleRuns.sh): (arch suffixes, embed_dim, n_epochs, kd_lambda, diffusion_w, diffusion_tau, tau, gamma);
+# The paper's runs (its released SampleRuns.sh):
+# (arch suffixes, embed_dim, n_epochs, kd_lambda, diffusion_w, diffusion_tau, tau, gamma);
 # None for the distillation settings of a baseline.
 D128, D512 = "resnet50_frozen_normalize", "resnet50_frozen_normalize_double"
 PAPER = {
