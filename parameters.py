@@ -17,7 +17,14 @@ import datasampler
 import datasets
 import diffusion
 import evaluation
-from errors import CommandParser
+from errors import CommandParser, UserError
+from registry import UnknownName
+
+# Flags that do not change what a run computes: a resumed run may set them differently, and runs
+# that differ only in them (and in --seed) are repeats of one experiment for evaluation.summarize.
+OPERATIONAL_FLAGS = {"resume", "resume_force", "overwrite", "kernels", "gpu", "log_online", "project", "group",
+                     "save_path", "savename", "source", "pretrained_weights", "compile", "channels_last", "no_reports",
+                     "save_checkpoints", "progress_every"}
 
 
 def build_parser():
@@ -103,7 +110,7 @@ def build_parser():
                       help="a file that is not a readable image stops the run, or is skipped and counted")
 
     loss = parser.add_argument_group("criterion")
-    loss.add_argument("--loss", default="multisimilarity", type=criteria.loss_name,
+    loss.add_argument("--loss", default="multisimilarity", type=_loss,
                       help=f"one of {', '.join(criteria.names())}, or pml:<LossClass> of pytorch-metric-learning")
     loss.add_argument("--batch_mining", default=None, choices=sorted(criteria.MINERS),
                       help="miner of tuple losses (default: the criterion's own)")
@@ -208,6 +215,18 @@ def parse(argv=None, warn=True):
         for warning in _no_effect(opt):
             print(f"warning: {warning}", file=sys.stderr)
     return opt
+
+
+def check_resumable(saved, config, force, folder):
+    """Refuse to resume the run of `saved` (its config.json) with the flags of `config` where they
+    differ in anything but OPERATIONAL_FLAGS, unless `force`."""
+    saved = canonical(saved)
+    differing = sorted(key for key in set(saved) | set(config)
+                       if key not in OPERATIONAL_FLAGS and saved.get(key) != config.get(key))
+    if differing and not force:
+        changes = ", ".join(f"{key}: {saved.get(key)!r} -> {config.get(key)!r}" for key in differing)
+        raise UserError(f"the flags differ from the run in {folder} ({changes}); "
+                        "repeat its flags or pass --resume_force")
 
 
 def canonical(config: dict) -> dict:
@@ -372,8 +391,47 @@ def _check(opt):
         problems.append("--init_from replaces the ImageNet weights of --pretrained_weights; drop one of them")
     try:
         evaluation.check_names(opt.evaluation_metrics)
-        criteria.check_miner(opt.loss, opt.batch_mining)
-        criteria.check_distance(opt.loss, opt.distance)
     except ValueError as error:
         problems.append(str(error))
+    for check, value, flag in ((criteria.check_miner, opt.batch_mining, "--batch_mining"),
+                               (criteria.check_distance, opt.distance, "--distance")):
+        try:
+            check(opt.loss, value)
+        except criteria.OptionError as error:
+            problems.append(error.naming(flag))
     return problems
+
+
+def criterion_arguments(opt, n_classes):
+    """The keyword arguments of criteria.select that the flags give (the namespace unpacked here)."""
+    cls = criteria.criterion_class(opt.loss)
+    prefix = "loss_pml" if cls is criteria.EXTERNAL["pml"] else f"loss_{criteria.base_name(opt.loss)}"
+    miner = criteria.check_miner(opt.loss, opt.batch_mining)
+    return {"loss": opt.loss, "miner": miner, "distance": opt.distance, "n_classes": n_classes,
+            "embed_dim": opt.embed_dim, "distillation": distillation(opt),
+            "hyperparameters": {name: getattr(opt, f"{prefix}_{name}") for name in cls.hyperparameters},
+            "miner_hyperparameters": {name: getattr(opt, f"miner_{miner}_{name}")
+                                      for name in criteria.MINERS[miner].hyperparameters} if miner else {}}
+
+
+def distillation(opt):
+    """The criteria.Distillation of --PSD (and --OBDP), or None without --PSD."""
+    if not opt.PSD:
+        return None
+    return criteria.Distillation(kd_tau=opt.kd_tau, kd_lambda=opt.kd_lambda, n_epochs=opt.n_epochs,
+                                 diffusion_w=opt.diffusion_w if opt.OBDP else 0.0, diffusion_tau=opt.diffusion_tau,
+                                 norm=opt.diffusion_norm, k=opt.diffusion_k, knn=opt.diffusion_knn,
+                                 gamma=opt.diffusion_gamma, solver=opt.diffusion_solver, tol=opt.diffusion_tol,
+                                 max_iters=opt.diffusion_iters)
+
+
+def _loss(value):
+    """The argparse type of --loss: a registered name, <name>_obd_sd or pml:<LossClass>."""
+    try:
+        criteria.criterion_class(value)
+    except UnknownName:
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(criteria.names())}, "
+                                         "or pml:<LossClass> of pytorch-metric-learning)") from None
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value

@@ -1,6 +1,4 @@
 """Embedding networks by --arch name: a backbone plus any of _frozen, _normalize, _double, and a --head."""
-import re
-
 from architectures import googlenet, pretrainedmodels_zoo, resnet  # noqa: F401  (fill the registry)
 from architectures.checkpoint import describe, load_weights, recorded
 from architectures.embedding_network import EmbeddingNetwork
@@ -17,8 +15,7 @@ __all__ = ["BACKBONES", "HEADS", "SUFFIXES", "EmbeddingNetwork", "describe", "fr
 
 def names() -> list[str]:
     """Backbone names in natural order: resnet18 before resnet101."""
-    return sorted(BACKBONES, key=lambda name: [int(part) if part.isdigit() else part
-                                                 for part in re.split(r"(\d+)", name)])
+    return BACKBONES.names()
 
 
 def parse_arch(arch: str) -> tuple[str, set[str]]:
@@ -41,8 +38,6 @@ def preprocessing(arch: str) -> dict:
 def select(arch: str, embed_dim: int, pretrained: bool = True, pretrained_weights: str | None = None,
            head: str = "linear") -> EmbeddingNetwork:
     name, suffixes = parse_arch(arch)
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}: use one of {', '.join(HEADS)}")
     if pretrained_weights is not None and not pretrained:
         raise UserError("--pretrained_weights and --not_pretrained contradict each other; drop one")
     backbone = BACKBONES[name]

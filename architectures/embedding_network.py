@@ -27,7 +27,7 @@ class EmbeddingNetwork(nn.Module):
         self._features = backbone.features
         feature_dim = getattr(network, backbone.classifier).in_features
         delattr(network, backbone.classifier)
-        self.before_projection, self.after_projection = HEADS[head](feature_dim, embed_dim)
+        self.before_projection, self.after_projection = HEADS.get(head)(feature_dim, embed_dim)
         # Named as in pretrainedmodels so the paper's published checkpoints load by key.
         network.last_linear = nn.Linear(feature_dim, embed_dim)
         self.model = network

@@ -6,15 +6,10 @@ use); a head adds layers before it, after it, or both.
 import torch
 from torch import nn
 
-HEADS = {}
+from registry import Registry
 
-
-def register(name):
-    def add(build):
-        HEADS[name] = build
-        return build
-
-    return add
+HEADS = Registry("head", order=None)  # in the order of their complexity, as --help lists them
+register = HEADS.register
 
 
 class ResidualBlock(nn.Module):

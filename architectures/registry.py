@@ -1,4 +1,5 @@
 """Backbones by command-line name, filled by the @register decorator of each backbone file."""
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -6,6 +7,7 @@ import torch
 from torch import nn
 
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
+from registry import Registry
 
 
 def imagenet_preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD, channel_order="RGB", input_range=1.0) -> dict:
@@ -27,12 +29,17 @@ class Backbone:
     unused_weights: tuple[str, ...] = ()  # key prefixes of the weights file the backbone has no module for
 
 
-BACKBONES: dict[str, Backbone] = {}
+def natural_order(names):
+    """resnet18 before resnet101."""
+    return sorted(names, key=lambda name: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)])
+
+
+BACKBONES = Registry("backbone", order=natural_order)
 
 
 def register(name: str, **backbone):
     def add(build):
-        BACKBONES[name] = Backbone(build, **backbone)
+        BACKBONES.register(name, Backbone(build, **backbone))
         return build
 
     return add

@@ -10,13 +10,13 @@ import time
 import torch
 from torch.nn import functional as F
 
-from criteria.multisimilarity import MultiSimilarity
-from criteria.self_distillation import SelfDistilledCriterion
 from benchmarks import available_device
+from criteria.multisimilarity import MultiSimilarity
+from criteria.self_distillation import Distillation, SelfDistilledCriterion
 from errors import CommandParser
 
 HYPER = {"pos_weight": 2.0, "neg_weight": 40.0, "margin": 0.1, "thresh": 0.5}
-DISTILLATION = {"kd_tau": 1.0, "kd_lambda": 75.0, "n_epochs": 150, "diffusion_w": 0.99, "diffusion_tau": 1.0}
+DISTILLATION = Distillation(kd_tau=1.0, kd_lambda=75.0, n_epochs=150, diffusion_w=0.99, diffusion_tau=1.0)
 EPOCH = 75
 
 
@@ -39,13 +39,13 @@ def released_design(batch, labels, teacher_batch):
     ms = torch.stack(per_anchor).mean()
     with torch.no_grad():
         teacher_similarity = teacher_batch @ teacher_batch.T
-        q = torch.softmax(teacher_similarity / DISTILLATION["kd_tau"], dim=1)
+        q = torch.softmax(teacher_similarity / DISTILLATION.kd_tau, dim=1)
         eye = torch.eye(len(batch), device=batch.device)
-        transition = torch.softmax((teacher_similarity - 1e9 * eye) / DISTILLATION["diffusion_tau"], dim=1)
-        w = DISTILLATION["diffusion_w"]
+        transition = torch.softmax((teacher_similarity - 1e9 * eye) / DISTILLATION.diffusion_tau, dim=1)
+        w = DISTILLATION.diffusion_w
         target = (1 - w) * torch.inverse(eye - w * transition) @ q
-    kd = F.kl_div(torch.log_softmax(similarity / DISTILLATION["kd_tau"], dim=1), target, reduction="batchmean")
-    weight = EPOCH / DISTILLATION["n_epochs"] * DISTILLATION["kd_lambda"] * DISTILLATION["kd_tau"] ** 2
+    kd = F.kl_div(torch.log_softmax(similarity / DISTILLATION.kd_tau, dim=1), target, reduction="batchmean")
+    weight = EPOCH / DISTILLATION.n_epochs * DISTILLATION.kd_lambda * DISTILLATION.kd_tau ** 2
     return ms + weight * kd
 
 

@@ -12,8 +12,8 @@ from torch.nn import functional as F
 
 import architectures
 import diffusion
-from criteria.multisimilarity import MultiSimilarity
 from benchmarks import available_device
+from criteria.multisimilarity import MultiSimilarity
 from errors import CommandParser
 
 W, KD_TAU, DIFFUSION_TAU = 0.99, 1.0, 1.0

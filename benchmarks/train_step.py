@@ -23,10 +23,10 @@ import datasampler
 import datasets
 import diffusion
 import parameters
-from datasampler.seeded import SeededBatches, SeededSamples
 from benchmarks import available_device
+from datasampler.seeded import SeededBatches, SeededSamples
 from errors import CommandParser
-from main import AMP_DTYPES, TrainingStep
+from training import AMP_DTYPES, TrainingStep
 
 RUNS = {"baseline": [], "+PSD": ["--PSD"], "+OBD-SD": ["--PSD", "--OBDP"]}
 
@@ -66,7 +66,7 @@ def step_times(args, device):
             model = model.to(memory_format=torch.channels_last)
         model.train()
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
-        criterion = criteria.select(opt, n_classes=args.bs // 2).to(device)
+        criterion = criteria.select(**parameters.criterion_arguments(opt, args.bs // 2)).to(device)
         optimizer = torch.optim.Adam([*model.parameters(), *criterion.parameters()], lr=1e-5)
         step = TrainingStep(model, teacher, criterion, optimizer, amp=args.amp, channels_last=args.channels_last,
                             compile=args.compile)

@@ -1,15 +1,14 @@
 import math
 
-from torch import nn
 from torch.nn import functional as F
 
+from criteria.base import CRITERIA, Criterion
 from criteria.common import log1p_sum_exp
 from criteria.npair import npair_logits
-from criteria.registry import register_criterion
 
 
-@register_criterion("angular")
-class Angular(nn.Module):
+@CRITERIA.register("angular")
+class Angular(Criterion):
     """Angular loss (Wang et al., ICCV 2017) with its N-pair companion, as in Revisiting-DML.
 
     On L2-normalised x, per anchor a with positive p and negatives n (the other classes):
@@ -17,13 +16,11 @@ class Angular(nn.Module):
     Loss: mean N-pair term on the raw embeddings (logits clipped to +-50) + npair_ang_weight
     * mean l_ang + npair_l2 * mean embedding norm. alpha is in degrees.
     """
-    hyperparameters = {"alpha": 45.0, "npair_ang_weight": 2.0, "npair_l2": 0.005}
-    default_miner = "npair"
-    miners = ("npair",)
+    mines = "pairs"
 
-    def __init__(self, miner, alpha, npair_ang_weight, npair_l2):
+    def __init__(self, miner=None, alpha=45.0, npair_ang_weight=2.0, npair_l2=0.005):
         super().__init__()
-        self.miner = miner
+        self.miner = self.use_miner(miner)
         self.tan_squared = math.tan(math.radians(alpha)) ** 2
         self.npair_ang_weight = npair_ang_weight
         self.npair_l2 = npair_l2

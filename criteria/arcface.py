@@ -1,30 +1,25 @@
 import math
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from criteria.registry import register_criterion
+from criteria.base import CRITERIA, DEFAULT_CLASSES, DEFAULT_EMBED_DIM, Criterion
 
 
-@register_criterion("arcface")
-class ArcFace(nn.Module):
+@CRITERIA.register("arcface")
+class ArcFace(Criterion):
     """ArcFace (Deng et al., CVPR 2019), hyperparameters of Revisiting-DML: cross-entropy of
     feature_scale * cos(theta_c), theta_c the angle between x and the learnt class weight w_c,
     with theta_y + angular_margin (radians) for the true class y.
     """
-    hyperparameters = {"lr": 5e-4, "angular_margin": 0.5, "feature_scale": 16.0}
 
-    def __init__(self, n_classes, embed_dim, lr, angular_margin, feature_scale):
+    def __init__(self, n_classes=DEFAULT_CLASSES, embed_dim=DEFAULT_EMBED_DIM, lr=5e-4, angular_margin=0.5,
+                 feature_scale=16.0):
         super().__init__()
-        bound = 1 / math.sqrt(embed_dim)
-        self.class_map = nn.Parameter(torch.empty(n_classes, embed_dim).uniform_(-bound, bound))
+        self.class_map = self.class_parameters(n_classes, embed_dim, bound=1 / math.sqrt(embed_dim))
         self.lr = lr
         self.angular_margin = angular_margin
         self.feature_scale = feature_scale
-
-    def optim_groups(self):
-        return [{"params": [self.class_map], "lr": self.lr, "weight_decay": 0.0}]
 
     def forward(self, batch, labels):
         cosines = F.normalize(batch, dim=1) @ F.normalize(self.class_map, dim=1).T

@@ -1,21 +1,19 @@
-from torch import nn
 from torch.nn import functional as F
 
+from criteria.base import CRITERIA, Criterion
 from criteria.common import anchors_with_pairs, masked_logsumexp
-from criteria.registry import register_criterion
 
 
-@register_criterion("circle")
-class Circle(nn.Module):
+@CRITERIA.register("circle")
+class Circle(Criterion):
     """Circle loss (Sun et al., CVPR 2020), pair form, on cosine similarities s, with the
     paper's fine-grained retrieval setting (m 0.4, gamma 80). Per anchor with positives and
     negatives:
         softplus(logsumexp_p(-gamma a_p (s_p - (1 - m))) + logsumexp_n(gamma a_n (s_n - m))),
     a_p = relu(1 + m - s_p), a_n = relu(s_n + m) held constant (no gradient); mean over anchors.
     """
-    hyperparameters = {"margin": 0.4, "gamma": 80.0}
 
-    def __init__(self, margin, gamma):
+    def __init__(self, margin=0.4, gamma=80.0):
         super().__init__()
         self.margin = margin
         self.gamma = gamma

@@ -1,24 +1,20 @@
-from torch import nn
 from torch.nn import functional as F
 
+from criteria.base import CRITERIA, Criterion
 from criteria.common import mean_or_zero
-from criteria.miners import TRIPLET_MINERS
-from criteria.registry import register_criterion
 
 
-@register_criterion("contrastive")
-class Contrastive(nn.Module):
+@CRITERIA.register("contrastive")
+class Contrastive(Criterion):
     """Contrastive loss (Hadsell et al., CVPR 2006), as in Revisiting-DML: over the pairs (a, p)
     and (a, n) of mined triplets, mean relu(d_ap - pos_margin) + mean relu(neg_margin - d_an).
     """
-    hyperparameters = {"pos_margin": 0.0, "neg_margin": 1.0}
-    default_miner = "distance"
-    miners = TRIPLET_MINERS
+    mines = "triplets"
 
-    def __init__(self, miner, distance, pos_margin, neg_margin):
+    def __init__(self, miner=None, distance=None, pos_margin=0.0, neg_margin=1.0):
         super().__init__()
-        self.miner = miner
-        self.distance = distance
+        self.miner = self.use_miner(miner)
+        self.distance = self.use_distance(distance)
         self.pos_margin = pos_margin
         self.neg_margin = neg_margin
 

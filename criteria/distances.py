@@ -5,6 +5,8 @@ rows give paired distances, x[:, None] against y[None] gives the full matrix.
 """
 from torch.nn import functional as F
 
+from registry import Registry
+
 
 def euclidean(x, y, squared=False):
     """||x - y||, or its square."""
@@ -21,5 +23,7 @@ def cosine(x, y, squared=False):
     return distance.pow(2) if squared else distance
 
 
-DISTANCES = {"euclidean": euclidean, "cosine": cosine}
+DISTANCES = Registry("distance")
+DISTANCES.register("euclidean", euclidean)
+DISTANCES.register("cosine", cosine)
 DEFAULT = "euclidean"

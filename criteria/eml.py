@@ -1,15 +1,14 @@
 import math
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
+from criteria.base import CRITERIA, Criterion
 from criteria.common import anchors_with_pairs, masked_logsumexp
-from criteria.registry import register_criterion
 
 
-@register_criterion("eml")
-class EnsembleMetric(nn.Module):
+@CRITERIA.register("eml")
+class EnsembleMetric(Criterion):
     """EML loss of PaddlePaddle's metric-learning suite, after "Large Scale Strongly Supervised
     Ensemble Metric Learning" (Huang et al. 2012), on squared distances d.
 
@@ -19,11 +18,10 @@ class EnsembleMetric(nn.Module):
     mean over anchors. Computed in log space (softplus of log beta + log x) where the suite
     switches to log(beta x) above a threshold; the two differ by less than 1e-10.
     """
-    hyperparameters = {"beta": 100000.0}
 
-    def __init__(self, distance, beta):
+    def __init__(self, distance=None, beta=100000.0):
         super().__init__()
-        self.distance = distance
+        self.distance = self.use_distance(distance)
         self.beta = beta
 
     def forward(self, batch, labels):

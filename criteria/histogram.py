@@ -1,12 +1,11 @@
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from criteria.registry import register_criterion
+from criteria.base import CRITERIA, Criterion
 
 
-@register_criterion("histogram")
-class Histogram(nn.Module):
+@CRITERIA.register("histogram")
+class Histogram(Criterion):
     """Histogram loss (Ustinova & Lempitsky, NeurIPS 2016) on cosine similarities.
 
     The similarities of the positive and of the negative pairs (i < j) are spread over nbins
@@ -15,9 +14,8 @@ class Histogram(nn.Module):
     probability that a negative pair is more similar than a positive one. Zero without a
     positive or a negative pair.
     """
-    hyperparameters = {"nbins": 65}
 
-    def __init__(self, nbins):
+    def __init__(self, nbins=65):
         super().__init__()
         self.nbins = nbins
 

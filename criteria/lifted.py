@@ -1,25 +1,22 @@
-from torch import nn
 from torch.nn import functional as F
 
+from criteria.base import CRITERIA, Criterion
 from criteria.common import masked_logsumexp, mean_or_zero
-from criteria.registry import register_criterion
 
 
-@register_criterion("lifted")
-class Lifted(nn.Module):
+@CRITERIA.register("lifted")
+class Lifted(Criterion):
     """Lifted structure loss (Song et al., CVPR 2016) in the per-anchor form of Revisiting-DML
     (the generalised lifted loss of Hermans et al. 2017): the mean over anchors of
     relu(log sum_p exp(d_ap) + log sum_n exp(neg_margin - d_an)), plus l2 times the mean
     embedding norm (the embeddings need not be normalised).
     """
-    hyperparameters = {"neg_margin": 1.0, "l2": 0.005}
-    default_miner = "lifted"
-    miners = ("lifted",)
+    mines = "sets"
 
-    def __init__(self, miner, distance, neg_margin, l2):
+    def __init__(self, miner=None, distance=None, neg_margin=1.0, l2=0.005):
         super().__init__()
-        self.miner = miner
-        self.distance = distance
+        self.miner = self.use_miner(miner)
+        self.distance = self.use_distance(distance)
         self.neg_margin = neg_margin
         self.l2 = l2
 

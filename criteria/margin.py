@@ -2,12 +2,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from criteria.miners import TRIPLET_MINERS
-from criteria.registry import register_criterion
+from criteria.base import CRITERIA, DEFAULT_CLASSES, Criterion
 
 
-@register_criterion("margin")
-class Margin(nn.Module):
+@CRITERIA.register("margin")
+class Margin(Criterion):
     """Margin loss (Wu et al., ICCV 2017) on mined triplets (a, p, n):
     relu(d_ap - beta + margin) + relu(beta - d_an + margin), summed and divided by the number
     of non-zero terms (the positive and the negative terms counted apart). beta is learnt per
@@ -15,25 +14,21 @@ class Margin(nn.Module):
     the betas used, added to the sum before the division:
         (sum of the terms + nu * sum of the betas used) / (number of non-zero terms).
     """
-    hyperparameters = {"margin": 0.2, "beta": 1.2, "beta_lr": 5e-4, "nu": 0.0, "beta_constant": False}
-    default_miner = "distance"
-    miners = TRIPLET_MINERS
+    mines = "triplets"
 
-    def __init__(self, miner, distance, n_classes, margin, beta, beta_lr, nu, beta_constant):
+    def __init__(self, miner=None, distance=None, n_classes=DEFAULT_CLASSES, margin=0.2, beta=1.2,
+                 beta_lr=5e-4, nu=0.0, beta_constant=False):
         super().__init__()
-        self.miner = miner
-        self.distance = distance
+        self.miner = self.use_miner(miner)
+        self.distance = self.use_distance(distance)
         self.margin = margin
-        self.beta_lr = beta_lr
+        self.lr = beta_lr
         self.nu = nu
         self.beta_constant = beta_constant
         if beta_constant:
             self.register_buffer("beta", torch.tensor(float(beta)))
         else:
             self.beta = nn.Parameter(torch.full((n_classes,), float(beta)))
-
-    def optim_groups(self):
-        return [] if self.beta_constant else [{"params": [self.beta], "lr": self.beta_lr, "weight_decay": 0.0}]
 
     def forward(self, batch, labels):
         anchors, positives, negatives = self.miner(batch, labels)

@@ -1,18 +1,16 @@
 """Batch miners for tuple losses, as defined in Revisiting-DML (Roth et al., ICML 2020).
 
-Triplet miners (TRIPLET_MINERS) return (anchors, positives, negatives), index tensors of
-equal length. `npair` returns (anchors, positives, negative_mask) and `lifted` returns
-(anchors, positive_mask, negative_mask), the masks being (anchors x batch). Only anchors with
-a positive and a negative in the batch are mined. Distances are euclidean, similarities cosine;
-mining sees no gradient.
+Each declares what it returns (criteria/base.py): "triplets" (anchors, positives, negatives),
+"pairs" (anchors, positives, negative mask) or "sets" (anchors, positive mask, negative mask).
+A loss can use every miner of the kind it `mines`; the first one defined here is its default.
+Only anchors with a positive and a negative in the batch are mined. Distances are euclidean,
+similarities cosine; mining sees no gradient.
 """
 import torch
 from torch.nn import functional as F
 
+from criteria.base import MINERS, Miner
 from criteria.common import anchors_with_pairs
-from criteria.registry import register_miner
-
-TRIPLET_MINERS = ("distance", "random", "semihard", "softhard", "epshn")
 
 
 def _draw(weights):
@@ -25,26 +23,14 @@ def _preferred_or_all(preferred, allowed):
     return torch.where(preferred.any(dim=1, keepdim=True), preferred, allowed)
 
 
-@register_miner("random")
-class RandomTriplets:
-    """One random positive and one random negative per anchor."""
-    hyperparameters = {}
-
-    @torch.no_grad()
-    def __call__(self, batch, labels):
-        anchors, positives, negatives = anchors_with_pairs(labels)
-        return anchors, _draw(positives[anchors]), _draw(negatives[anchors])
-
-
-@register_miner("distance")
-class DistanceWeighted:
+@MINERS.register("distance")
+class DistanceWeighted(Miner):
     """Distance-weighted sampling (Wu et al., ICCV 2017): a random positive per anchor and a
     negative drawn with weight 1 / q(d), q the density of pairwise distances of points spread
     uniformly on the unit sphere in D dimensions; distances are clipped below at lower_cutoff.
     """
-    hyperparameters = {"lower_cutoff": 0.5}
 
-    def __init__(self, lower_cutoff):
+    def __init__(self, lower_cutoff=0.5):
         self.lower_cutoff = lower_cutoff
 
     @torch.no_grad()
@@ -59,15 +45,24 @@ class DistanceWeighted:
         return anchors, _draw(positives[anchors]), _draw(weights)
 
 
-@register_miner("semihard")
-class SemiHard:
+@MINERS.register("random")
+class RandomTriplets(Miner):
+    """One random positive and one random negative per anchor."""
+
+    @torch.no_grad()
+    def __call__(self, batch, labels):
+        anchors, positives, negatives = anchors_with_pairs(labels)
+        return anchors, _draw(positives[anchors]), _draw(negatives[anchors])
+
+
+@MINERS.register("semihard")
+class SemiHard(Miner):
     """Semi-hard negatives (Schroff et al., FaceNet, CVPR 2015): a random positive p per anchor
     and a random negative n with d_ap < d_an < d_ap + margin; an anchor without such a negative
     gets a random negative.
     """
-    hyperparameters = {"margin": 0.2}
 
-    def __init__(self, margin):
+    def __init__(self, margin=0.2):
         self.margin = margin
 
     @torch.no_grad()
@@ -80,13 +75,12 @@ class SemiHard:
         return anchors, positive, _draw(_preferred_or_all(semihard, negatives[anchors]))
 
 
-@register_miner("softhard")
-class SoftHard:
+@MINERS.register("softhard")
+class SoftHard(Miner):
     """Soft-hard mining (Revisiting-DML): per anchor a random positive farther than its nearest
     negative and a random negative nearer than its farthest positive; where there is none, a
     random positive (negative) instead.
     """
-    hyperparameters = {}
 
     @torch.no_grad()
     def __call__(self, batch, labels):
@@ -101,13 +95,12 @@ class SoftHard:
                 _draw(_preferred_or_all(hard_negatives, negatives)))
 
 
-@register_miner("epshn")
-class EasyPositiveSemiHardNegative:
+@MINERS.register("epshn")
+class EasyPositiveSemiHardNegative(Miner):
     """Easy positive, semi-hard negative (Xuan et al., "Improved Embeddings with Easy Positive
     Triplet Mining", WACV 2020): per anchor its most similar positive p, and the most similar
     negative among those less similar than p (cosine similarity); anchors without one are dropped.
     """
-    hyperparameters = {}
 
     @torch.no_grad()
     def __call__(self, batch, labels):
@@ -121,12 +114,12 @@ class EasyPositiveSemiHardNegative:
         return anchors[kept], positive[kept], negative[kept]
 
 
-@register_miner("npair")
-class NPairs:
+@MINERS.register("npair")
+class NPairs(Miner):
     """N-pair tuples (Sohn, NeurIPS 2016), as in Revisiting-DML: per anchor one random positive,
     and every sample of another class as its negatives.
     """
-    hyperparameters = {}
+    returns = "pairs"
 
     @torch.no_grad()
     def __call__(self, batch, labels):
@@ -134,12 +127,12 @@ class NPairs:
         return anchors, _draw(positives[anchors]), negatives[anchors]
 
 
-@register_miner("lifted")
-class LiftedStructure:
+@MINERS.register("lifted")
+class LiftedStructure(Miner):
     """Lifted-structure sets (Song et al., CVPR 2016), as in Revisiting-DML: per anchor all of
     its positives and all of its negatives.
     """
-    hyperparameters = {}
+    returns = "sets"
 
     @torch.no_grad()
     def __call__(self, batch, labels):

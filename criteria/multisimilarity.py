@@ -1,22 +1,20 @@
 import torch
-from torch import nn
 
+from criteria.base import CRITERIA, Criterion
 from criteria.common import log1p_sum_exp, pair_masks
-from criteria.registry import register_criterion
 from diffusion import at_least_float32
 
 
-@register_criterion("multisimilarity")
-class MultiSimilarity(nn.Module):
+@CRITERIA.register("multisimilarity")
+class MultiSimilarity(Criterion):
     """Multi-Similarity loss (Wang et al., CVPR 2019) on cosine similarities S = F F^T.
 
     Pairs are mined per anchor: a negative is kept if S_in + margin > its hardest positive,
     a positive if S_ip - margin < its hardest negative; anchors left without a kept positive
     or negative are skipped and the loss is the mean over the rest.
     """
-    hyperparameters = {"pos_weight": 2.0, "neg_weight": 40.0, "margin": 0.1, "thresh": 0.5}
 
-    def __init__(self, pos_weight, neg_weight, margin, thresh):
+    def __init__(self, pos_weight=2.0, neg_weight=40.0, margin=0.1, thresh=0.5):
         super().__init__()
         self.pos_weight = pos_weight
         self.neg_weight = neg_weight

@@ -1,22 +1,19 @@
-from torch import nn
 
+from criteria.base import CRITERIA, Criterion
 from criteria.common import log1p_sum_exp
-from criteria.registry import register_criterion
 
 
-@register_criterion("npair")
-class NPair(nn.Module):
+@CRITERIA.register("npair")
+class NPair(Criterion):
     """N-pair loss (Sohn, NeurIPS 2016), as in Revisiting-DML: the mean over anchors a with
     positive p of log(1 + sum_n exp(f_a . f_n - f_a . f_p)), n over the other classes, plus l2
     times the mean embedding norm (inner products of unnormalised embeddings).
     """
-    hyperparameters = {"l2": 0.005}
-    default_miner = "npair"
-    miners = ("npair",)
+    mines = "pairs"
 
-    def __init__(self, miner, l2):
+    def __init__(self, miner=None, l2=0.005):
         super().__init__()
-        self.miner = miner
+        self.miner = self.use_miner(miner)
         self.l2 = l2
 
     def forward(self, batch, labels):

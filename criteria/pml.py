@@ -10,6 +10,7 @@ import json
 
 from torch import nn
 
+from criteria.base import DEFAULT_CLASSES, DEFAULT_EMBED_DIM, Criterion
 from errors import UserError
 
 PREFIX = "pml:"
@@ -29,11 +30,10 @@ def loss_class(class_name):
     return found
 
 
-class PMLCriterion(nn.Module):
+class PMLCriterion(Criterion):
     """A pytorch-metric-learning loss, called as loss(batch, labels)."""
-    hyperparameters = {"lr": 5e-4, "options": "{}"}
 
-    def __init__(self, class_name, lr, options, n_classes=None, embed_dim=None):
+    def __init__(self, class_name, lr=5e-4, options="{}", n_classes=DEFAULT_CLASSES, embed_dim=DEFAULT_EMBED_DIM):
         super().__init__()
         cls = loss_class(class_name)
         try:
@@ -52,10 +52,6 @@ class PMLCriterion(nn.Module):
         except TypeError as error:
             raise UserError(f"cannot build {class_name} from --loss_pml_options: {error}") from None
         self.lr = lr
-
-    def optim_groups(self):
-        parameters = list(self.loss.parameters())
-        return [{"params": parameters, "lr": self.lr, "weight_decay": 0.0}] if parameters else []
 
     def forward(self, batch, labels):
         return self.loss(batch, labels)

@@ -1,28 +1,24 @@
 import torch
-from torch import nn
 from torch.nn import functional as F
 
+from criteria.base import CRITERIA, Criterion
 from criteria.common import mean_or_zero
-from criteria.miners import TRIPLET_MINERS
-from criteria.registry import register_criterion
 
 
-@register_criterion("quadruplet")
-class Quadruplet(nn.Module):
+@CRITERIA.register("quadruplet")
+class Quadruplet(Criterion):
     """Quadruplet loss (Chen et al., "Beyond triplet loss", CVPR 2017) with the unsquared
     distances and margins of Revisiting-DML. For each mined triplet (a, p, n) and a fourth
     sample k drawn at random from a class that is neither a's nor n's:
     mean relu(d_ap - d_an + margin_alpha_1) + mean relu(d_ap - d_nk + margin_alpha_2),
     the second mean over the triplets for which such a k exists.
     """
-    hyperparameters = {"margin_alpha_1": 0.2, "margin_alpha_2": 0.2}
-    default_miner = "distance"
-    miners = TRIPLET_MINERS
+    mines = "triplets"
 
-    def __init__(self, miner, distance, margin_alpha_1, margin_alpha_2):
+    def __init__(self, miner=None, distance=None, margin_alpha_1=0.2, margin_alpha_2=0.2):
         super().__init__()
-        self.miner = miner
-        self.distance = distance
+        self.miner = self.use_miner(miner)
+        self.distance = self.use_distance(distance)
         self.margin_alpha_1 = margin_alpha_1
         self.margin_alpha_2 = margin_alpha_2
 

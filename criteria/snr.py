@@ -1,25 +1,21 @@
-from torch import nn
 from torch.nn import functional as F
 
-from criteria.miners import TRIPLET_MINERS
-from criteria.registry import register_criterion
+from criteria.base import CRITERIA, Criterion
 
 
-@register_criterion("snr")
-class SignalToNoise(nn.Module):
+@CRITERIA.register("snr")
+class SignalToNoise(Criterion):
     """Signal-to-noise ratio triplet loss (Yuan et al., CVPR 2019), as in Revisiting-DML.
 
     The SNR distance of a pair is var(f_j - f_a) / var(f_a) (variance over the embedding
     dimensions, unbiased). Over mined triplets: the sum of relu(snr_ap - snr_an + margin)
     divided by the number of non-zero terms, plus reg_lambda * mean_a |sum_d f_a,d|.
     """
-    hyperparameters = {"margin": 0.2, "reg_lambda": 0.005}
-    default_miner = "distance"
-    miners = TRIPLET_MINERS
+    mines = "triplets"
 
-    def __init__(self, miner, margin, reg_lambda):
+    def __init__(self, miner=None, margin=0.2, reg_lambda=0.005):
         super().__init__()
-        self.miner = miner
+        self.miner = self.use_miner(miner)
         self.margin = margin
         self.reg_lambda = reg_lambda
 

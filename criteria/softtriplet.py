@@ -1,14 +1,13 @@
 import math
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from criteria.registry import register_criterion
+from criteria.base import CRITERIA, DEFAULT_CLASSES, DEFAULT_EMBED_DIM, Criterion
 
 
-@register_criterion("softtriplet")
-class SoftTriple(nn.Module):
+@CRITERIA.register("softtriplet")
+class SoftTriple(Criterion):
     """SoftTriple loss (Qian et al., ICCV 2019) with the hyperparameters of Revisiting-DML.
 
     n_centroids learnt unit centres w_c^k per class. The similarity of x to class c is
@@ -17,13 +16,12 @@ class SoftTriple(nn.Module):
     class of sqrt(2 + 1e-5 - 2 w_c^k . w_c^l), divided by n_classes * K * (K - 1) (as in the
     authors' code). Embeddings are L2-normalised.
     """
-    hyperparameters = {"lr": 1e-5, "n_centroids": 2, "margin_delta": 0.01, "gamma": 0.1, "la": 8.0,
-                       "reg_weight": 0.2}
 
-    def __init__(self, n_classes, embed_dim, lr, n_centroids, margin_delta, gamma, la, reg_weight):
+    def __init__(self, n_classes=DEFAULT_CLASSES, embed_dim=DEFAULT_EMBED_DIM, lr=1e-5, n_centroids=2,
+                 margin_delta=0.01, gamma=0.1, la=8.0, reg_weight=0.2):
         super().__init__()
-        bound = 1 / math.sqrt(n_classes * n_centroids)
-        self.centroids = nn.Parameter(torch.empty(n_classes * n_centroids, embed_dim).uniform_(-bound, bound))
+        self.centroids = self.class_parameters(n_classes * n_centroids, embed_dim,
+                                               bound=1 / math.sqrt(n_classes * n_centroids))
         self.n_classes = n_classes
         self.lr = lr
         self.n_centroids = n_centroids
@@ -31,9 +29,6 @@ class SoftTriple(nn.Module):
         self.gamma = gamma
         self.la = la
         self.reg_weight = reg_weight
-
-    def optim_groups(self):
-        return [{"params": [self.centroids], "lr": self.lr, "weight_decay": 0.0}]
 
     def forward(self, batch, labels):
         centroids = F.normalize(self.centroids, dim=1)

@@ -1,24 +1,20 @@
-from torch import nn
 from torch.nn import functional as F
 
+from criteria.base import CRITERIA, Criterion
 from criteria.common import mean_or_zero
-from criteria.miners import TRIPLET_MINERS
-from criteria.registry import register_criterion
 
 
-@register_criterion("triplet")
-class Triplet(nn.Module):
+@CRITERIA.register("triplet")
+class Triplet(Criterion):
     """Triplet loss (Schroff et al., FaceNet, CVPR 2015), as in Revisiting-DML: the mean over
     mined triplets (a, p, n) of relu(d(a, p)^2 - d(a, n)^2 + margin), on squared distances.
     """
-    hyperparameters = {"margin": 0.2}
-    default_miner = "distance"
-    miners = TRIPLET_MINERS
+    mines = "triplets"
 
-    def __init__(self, miner, distance, margin):
+    def __init__(self, miner=None, distance=None, margin=0.2):
         super().__init__()
-        self.miner = miner
-        self.distance = distance
+        self.miner = self.use_miner(miner)
+        self.distance = self.use_distance(distance)
         self.margin = margin
 
     def forward(self, batch, labels):

@@ -2,16 +2,9 @@
 import numpy as np
 
 from errors import UserError
+from registry import Registry
 
-SAMPLERS: dict[str, type["BatchSampler"]] = {}
-
-
-def register(name: str):
-    def add(cls):
-        SAMPLERS[name] = cls
-        return cls
-
-    return add
+SAMPLERS = Registry("batch sampler")
 
 
 class BatchSampler:

@@ -1,10 +1,10 @@
 """The released sampler (Revisiting-DML's `class_random`, used by every paper run)."""
 import numpy as np
 
-from datasampler.base import ClassBatchSampler, register
+from datasampler.base import SAMPLERS, ClassBatchSampler
 
 
-@register("class_random")
+@SAMPLERS.register("class_random")
 class ClassRandomSampler(ClassBatchSampler):
     """Each batch draws batch_size // samples_per_class classes uniformly WITH replacement, and for
     each drawn class samples_per_class of its images uniformly WITH replacement.

@@ -1,11 +1,11 @@
 """Batches of distinct classes (pytorch-metric-learning's MPerClassSampler idea)."""
 import numpy as np
 
-from datasampler.base import ClassBatchSampler, register
+from datasampler.base import SAMPLERS, ClassBatchSampler
 from errors import UserError
 
 
-@register("m_per_class")
+@SAMPLERS.register("m_per_class")
 class MPerClassSampler(ClassBatchSampler):
     """Each batch holds batch_size // samples_per_class DISTINCT classes, drawn uniformly without
     replacement, with samples_per_class distinct images of each (drawn with replacement only in

@@ -1,10 +1,10 @@
 """Batches cut from a random permutation of the dataset, ignoring classes."""
 import numpy as np
 
-from datasampler.base import BatchSampler, register
+from datasampler.base import SAMPLERS, BatchSampler
 
 
-@register("random")
+@SAMPLERS.register("random")
 class RandomSampler(BatchSampler):
     def batches(self, rng: np.random.Generator):
         order = rng.permutation(len(self.labels))

@@ -19,7 +19,7 @@ BAD_IMAGE_POLICIES = ("fail", "skip")
 
 
 def names() -> list[str]:
-    return sorted(LOADERS)
+    return LOADERS.names()
 
 
 def select(name: str, source: str | None, *, augmentation: str = "base", crop_size: int = 224,
@@ -36,11 +36,9 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
     (files that are not images at once, undecodable ones when read); "skip" decodes every image
     up front (in `workers` processes) and leaves the bad files out, listed in each split's
     `bad_files`."""
-    if name not in LOADERS:
-        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(names())}")
+    loader = LOADERS.get(name)
     if augmentation not in AUGMENTATIONS:
         raise UserError(f"unknown augmentation {augmentation!r}; choose one of {', '.join(AUGMENTATIONS)}")
-    loader = LOADERS[name]
     preprocessing = replace(Preprocessing(crop_size, resize_size, tuple(mean), tuple(std),
                                           channel_order=channel_order, input_range=input_range),
                             **loader.preprocessing)

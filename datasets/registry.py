@@ -2,6 +2,8 @@
 from dataclasses import dataclass
 from typing import Callable
 
+from registry import Registry
+
 
 @dataclass(frozen=True)
 class Loader:
@@ -10,12 +12,12 @@ class Loader:
     sample_split: str  # how --tv_split_by_samples picks a class's training images (datasets/splits.py)
 
 
-LOADERS: dict[str, Loader] = {}
+LOADERS = Registry("dataset")
 
 
 def register(name: str, sample_split: str = "spaced", **preprocessing):
     def add(load):
-        LOADERS[name] = Loader(load, preprocessing, sample_split)
+        LOADERS.register(name, Loader(load, preprocessing, sample_split))
         return load
 
     return add

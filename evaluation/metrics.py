@@ -19,8 +19,13 @@ from scipy.stats import entropy
 from sklearn.metrics import normalized_mutual_info_score
 
 from errors import UserError
-from evaluation.neighbours import full_ranking_positive_ranks, nearest_neighbours, search
+from evaluation.neighbours import (
+    full_ranking_positive_ranks,
+    nearest_neighbours,
+    search,
+)
 from evaluation.voting import majority_vote
+from registry import Registry
 
 DEFAULT_VOTES = 20  # neighbours voting in knn_top<m> (the k-NN monitor of DINO / InstDisc)
 ROW_CHUNK = 8192
@@ -35,12 +40,13 @@ class Metric:
     ranking: bool  # computed from kNN lists, so a re-ranking (--evaluation_diffusion) changes it
 
 
-METRICS: list[Metric] = []
+# By usage (the names --help shows), in the order of definition; a name is looked up by pattern.
+METRICS = Registry("metric", order=None)
 
 
 def register(pattern: str, usage: str, needs: Callable = lambda evaluation, **params: {}, ranking=False):
     def add(value):
-        METRICS.append(Metric(usage, re.compile(f"^(?:{pattern})$"), value, needs, ranking))
+        METRICS.register(usage, Metric(usage, re.compile(f"^(?:{pattern})$"), value, needs, ranking))
         return value
 
     return add
@@ -78,7 +84,7 @@ def default_metrics(dataset):
 
 
 def usage() -> str:
-    return ", ".join(metric.usage for metric in METRICS)
+    return ", ".join(METRICS.names())
 
 
 def check_names(names):
@@ -88,7 +94,7 @@ def check_names(names):
 
 
 def _parse(name):
-    for metric in METRICS:
+    for metric in METRICS.values():
         match = metric.regex.match(name)
         if match:
             params = {key: int(value) if value is not None and value.lstrip("-").isdigit() else value

@@ -5,7 +5,7 @@
 
 RUNS are run folders written by main.py, or folders holding them at any depth (e.g.
 Training_Results/). Runs whose config.json files differ only in --seed and in flags that do
-not change the computation (main.OPERATIONAL_FLAGS) form one group, one row of the table;
+not change the computation (parameters.OPERATIONAL_FLAGS) form one group, one row of the table;
 the columns name the flags in which the groups differ. Each run contributes the metrics of
 `--split` at one epoch: the trained epoch (1 or later) with the best `--select` metric (default:
 the run's first --storage_metrics) on the split that run selected its checkpoints on (val with
@@ -23,10 +23,10 @@ import numpy as np
 
 import parameters
 from errors import CommandParser, UserError, run_command
-from main import OPERATIONAL_FLAGS
+from evaluation.selection import best_row
 
 # Flags that tell runs of one group apart without making them different experiments.
-NOT_GROUPING = OPERATIONAL_FLAGS | {"seed"}
+NOT_GROUPING = parameters.OPERATIONAL_FLAGS | {"seed"}
 
 
 def find_runs(paths):
@@ -75,12 +75,10 @@ def chosen_row(run, split, select, final):
         epoch = max(int(row["epoch"]) for row in rows)
     else:
         select = select or run["config"]["storage_metrics"][0]
-        # as main.py selects its checkpoints: never epoch 0, the untrained network
-        candidates = [row for row in rows if row["split"] == run["selection_split"] and int(row["epoch"]) > 0]
-        if not candidates or select not in candidates[0]:
+        best = best_row(rows, run["selection_split"], select) if rows and select in rows[0] else None
+        if best is None:
             raise UserError(f"{run['folder']}/metrics.csv has no {select} on the {run['selection_split']} split; "
                             f"choose --select among {', '.join(_metric_columns(rows))}")
-        best = max(candidates, key=lambda row: (float(row[select]), -int(row["epoch"])))
         epoch = int(best["epoch"])
     at_epoch = [row for row in rows if int(row["epoch"]) == epoch and row["split"] == split]
     if not at_epoch:

@@ -18,9 +18,9 @@ folders and two tables (also W&B tables with --log_online):
 - summary.csv: the mean over the held-out, the seen and all classes of each model's per-class
   Precision@1 and of the drop (all_classes minus without_last_<N>).
 """
-import argparse
 import csv
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -30,10 +30,12 @@ import architectures
 import datasets
 import distributed
 import evaluation
-import main as training
 import parameters
 from errors import UserError, run_command
 from evaluation import networks
+from run_folder import RunFolder
+
+MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "main.py")
 
 PER_CLASS_TABLE = "per_class_precision_at_1.csv"
 SUMMARY_TABLE = "summary.csv"
@@ -101,7 +103,8 @@ def log_tables(opt, folder, per_class, summary):
     online.finish()
 
 
-def run_protocol(opt):
+def run_protocol(opt, argv):
+    """The protocol for the flags `opt`, parsed from the command line `argv`."""
     n = opt.holdout_classes
     if n < 1:
         raise UserError("the unseen-class protocol needs --holdout_classes N, the number of last training classes "
@@ -109,12 +112,17 @@ def run_protocol(opt):
     if opt.resume is not None:
         raise UserError("the unseen-class protocol starts two fresh runs; drop --resume")
     holdout_name = f"without_last_{n}"
-    folder = training.new_run_folder(opt.save_path, opt.savename or f"{opt.dataset}_{holdout_name}", opt.overwrite)
+    with RunFolder.create(opt.save_path, opt.savename or f"{opt.dataset}_{holdout_name}", opt.overwrite) as protocol:
+        folder = protocol.folder
     print(f"unseen-class protocol in {folder}")
-    common = {"use_tv_split": True, "tv_split_by_samples": True, "save_path": folder, "overwrite": False}
     runs = {"all_classes": 0, holdout_name: n}
     for name, holdout in runs.items():
-        training.train(argparse.Namespace(**{**vars(opt), **common, "savename": name, "holdout_classes": holdout}))
+        # Each training is a run of main.py, with the protocol's flags after the user's (the last one counts).
+        command = [sys.executable, MAIN, *argv, "--use_tv_split", "--tv_split_by_samples", "--save_path", folder,
+                   "--savename", name, "--holdout_classes", str(holdout)]
+        if subprocess.run([word for word in command if word != "--overwrite"]).returncode != 0:
+            raise UserError(f"the {name} training of the protocol failed (its message is above); "
+                            f"the protocol folder {folder} keeps what was done")
     dataset = evaluation_split(opt)
     device = distributed.select_device(opt.gpu)
     precision = {}
@@ -141,7 +149,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
         print(__doc__)
-    run_command(run_protocol, parameters.parse(argv))
+    run_command(run_protocol, parameters.parse(argv), argv)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,11 @@ from PIL import Image
 from torch import nn
 
 import architectures
-import main
+import datasets
 import parameters
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from errors import UserError
+from tests import program
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -383,11 +384,15 @@ DIGITS = ["--dataset", "digits", "--not_pretrained", "--embed_dim", "16", "--bs"
 @pytest.mark.parametrize("network_flags", [["--arch", "bninception_frozen_normalize"],
                                            ["--arch", "resnet18_normalize", "--head", "bn1d",
                                             "--freeze_backbone_epochs", "1"]])
-def test_one_digits_epoch(tmp_path, network_flags):
-    opt = parameters.parse(DIGITS + network_flags + ["--save_path", str(tmp_path), "--savename", "run"])
-    run = main.train(opt)
+def test_one_digits_epoch(tmp_path, network_flags, monkeypatch):
+    argv = DIGITS + network_flags + ["--save_path", str(tmp_path), "--savename", "run"]
+    opt = parameters.parse(argv)
+    select_datasets, selected = datasets.select, {}
+    monkeypatch.setattr(datasets, "select", lambda *args, **kwargs: selected.setdefault(
+        "splits", select_datasets(*args, **kwargs)))
+    assert program.run_main(argv) == 0
     # The architecture's preprocessing reached the dataset: BN-Inception sees mean-subtracted 0-255 pixels.
-    test_image = run.evaluated["test"][2][0][0]
+    test_image = selected["splits"]["test"][0][0]
     assert test_image.shape == (3, 32, 32)
     assert (test_image.abs().max() > 50) == opt.arch.startswith("bninception")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

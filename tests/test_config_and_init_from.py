@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import architectures
-import main
 import parameters
 from evaluation import networks
+from tests import program
 
 DIGITS = ["--dataset", "digits", "--arch", "resnet18_frozen_normalize", "--not_pretrained", "--embed_dim", "16",
           "--bs", "50", "--samples_per_class", "10", "--lr", "1e-4", "--kernels", "0", "--n_epochs", "1",
@@ -23,9 +23,7 @@ def parse_error(argv, capsys):
 
 
 def command_error(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main.main(argv)
-    assert exit_info.value.code == 2
+    assert program.run_main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), lines
     return lines[0]
@@ -54,10 +52,11 @@ def test_a_saved_config_loads_back_to_the_same_flags(tmp_path):
                             "--diffusion_k", "5", "--loss", "margin_obd_sd", "--batch_mining", "semihard",
                             "--savename", "-odd name", "--resume", "", "--fc_lr", "-1", "--storage_metrics", "nmi"])
     saved = tmp_path / "config.json"
-    saved.write_text(json.dumps(vars(opt)))  # what main.Run writes
+    saved.write_text(json.dumps(vars(opt)))  # what a run writes
     assert vars(parameters.parse(["--config", str(saved)])) == vars(opt)
     # A resumed run started from the file compares equal to one given the same flags on the command line.
-    main.check_resumable_config(tmp_path, vars(parameters.parse(["--config", str(saved)])), force=False)
+    parameters.check_resumable(json.loads(saved.read_text()), vars(parameters.parse(["--config", str(saved)])),
+                               force=False, folder=tmp_path)
 
 
 @pytest.mark.parametrize("name,content,fragments", [
@@ -93,7 +92,7 @@ def test_a_missing_config_file(tmp_path, capsys):
 def source_run(tmp_path_factory, one_thread):
     """A one-epoch MS run on digits."""
     save_path = tmp_path_factory.mktemp("runs")
-    main.main(DIGITS + ["--save_path", str(save_path), "--savename", "source"])
+    assert program.run_main(DIGITS + ["--save_path", str(save_path), "--savename", "source"]) == 0
     return save_path / "source"
 
 
@@ -106,8 +105,8 @@ def test_finetuning_with_another_criterion_starts_from_the_checkpoint(source_run
     checkpoint = source_run / "checkpoint_last.pth"
     # No --not_pretrained: the ImageNet weights, absent here, are not needed under --init_from.
     flags = [flag for flag in DIGITS if flag != "--not_pretrained"]
-    main.main(flags + ["--init_from", str(checkpoint), "--loss", "margin", "--save_path", str(tmp_path),
-                       "--savename", "finetune"])
+    assert program.run_main(flags + ["--init_from", str(checkpoint), "--loss", "margin", "--save_path", str(tmp_path),
+                                     "--savename", "finetune"]) == 0
     source_rows = read_csv(source_run / "metrics.csv")
     finetune_rows = read_csv(tmp_path / "finetune" / "metrics.csv")
     # Before any finetuning step the network is the source's network after its last epoch.

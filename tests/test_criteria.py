@@ -8,7 +8,7 @@ from criteria import distances
 from criteria.margin import Margin
 from criteria.miners import DistanceWeighted, RandomTriplets
 from criteria.multisimilarity import MultiSimilarity
-from criteria.self_distillation import SelfDistilledCriterion
+from criteria.self_distillation import Distillation, SelfDistilledCriterion
 from tests import reference
 
 MS_DEFAULTS = MultiSimilarity.hyperparameters
@@ -58,8 +58,8 @@ def test_multisimilarity_single_class_batch_is_zero():
 
 
 def distilled(base, kd_tau=1.0, kd_lambda=75.0, n_epochs=10, diffusion_w=0.0, diffusion_tau=1.0):
-    return SelfDistilledCriterion(base, {"kd_tau": kd_tau, "kd_lambda": kd_lambda, "n_epochs": n_epochs,
-                                         "diffusion_w": diffusion_w, "diffusion_tau": diffusion_tau})
+    return SelfDistilledCriterion(base, Distillation(kd_tau=kd_tau, kd_lambda=kd_lambda, n_epochs=n_epochs,
+                                                     diffusion_w=diffusion_w, diffusion_tau=diffusion_tau))
 
 
 @pytest.mark.parametrize("kd_tau,diffusion_w,diffusion_tau", [(1.0, 0.0, 1.0), (0.5, 0.0, 1.0),

@@ -7,7 +7,14 @@ import math
 
 import torch
 
-from criteria.miners import EasyPositiveSemiHardNegative, LiftedStructure, NPairs, RandomTriplets, SemiHard, SoftHard
+from criteria.miners import (
+    EasyPositiveSemiHardNegative,
+    LiftedStructure,
+    NPairs,
+    RandomTriplets,
+    SemiHard,
+    SoftHard,
+)
 
 DRAWS = 300
 

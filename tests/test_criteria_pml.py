@@ -34,21 +34,22 @@ def test_wrapped_loss_equals_the_library_and_gets_self_distillation():
     losses = pytest.importorskip("pytorch_metric_learning.losses")
     opt = parameters.parse(["--loss", "pml:ContrastiveLoss_obd_sd", "--PSD", "--OBDP",
                             "--loss_pml_options", '{"neg_margin": 0.8}'])
-    criterion = criteria.select(opt, n_classes=4)
+    criterion = criteria.select(**parameters.criterion_arguments(opt, 4))
     embeddings, labels = embedded_batch(dtype=torch.float32)
     teacher, _ = embedded_batch(dtype=torch.float32, seed=1)
     plain = losses.ContrastiveLoss(neg_margin=0.8)(embeddings, labels)
     torch.testing.assert_close(criterion(batch=embeddings, labels=labels), plain)
     distilled = criterion(batch=embeddings, labels=labels, teacher_batch=teacher.detach(), epoch=5)
     assert criterion.last_terms["kd"] > 0 and distilled > plain
-    with pytest.raises(ValueError, match="takes no --batch_mining"):
+    with pytest.raises(ValueError, match="takes no miner") as error:
         criteria.check_miner("pml:ContrastiveLoss", "distance")
+    assert "takes no --batch_mining" in error.value.naming("--batch_mining")
 
 
 def test_learnt_proxies_reach_the_optimiser():
     pytest.importorskip("pytorch_metric_learning")
     opt = parameters.parse(["--loss", "pml:ProxyAnchorLoss", "--embed_dim", "8", "--loss_pml_lr", "0.01"])
-    criterion = criteria.select(opt, n_classes=5)
+    criterion = criteria.select(**parameters.criterion_arguments(opt, 5))
     (group,) = criterion.optim_groups()
     assert group["lr"] == 0.01 and [p.shape for p in group["params"]] == [torch.Size([5, 8])]
     embeddings, labels = embedded_batch()
@@ -61,4 +62,4 @@ def test_bad_options_are_user_errors():
     for options, message in [("{margin: 1}", "not JSON"), ("[1]", "JSON object"), ('{"nope": 1}', "cannot build")]:
         opt = parameters.parse(["--loss", "pml:ContrastiveLoss", "--loss_pml_options", options])
         with pytest.raises(UserError, match=message):
-            criteria.select(opt)
+            criteria.select(**parameters.criterion_arguments(opt, criteria.DEFAULT_CLASSES))

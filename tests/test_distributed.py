@@ -13,8 +13,8 @@ import torch.multiprocessing as mp
 import architectures
 import criteria
 import distributed
-import main
 import parameters
+import training
 from tests.test_main import DIGITS, REPO, read_csv
 
 GLOBAL_BATCH, SAMPLES_PER_CLASS, WORLD = 8, 2, 2
@@ -36,9 +36,9 @@ def one_step(flags, rank=0, world_size=1):
     with torch.no_grad():  # a teacher that differs from the student
         for parameter in teacher.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))
-    criterion = criteria.select(opt, n_classes=4)
+    criterion = criteria.select(**parameters.criterion_arguments(opt, 4))
     optimizer = torch.optim.SGD([*model.parameters(), *criterion.parameters()], lr=0.0)
-    step = main.TrainingStep(model, teacher, criterion, optimizer)
+    step = training.TrainingStep(model, teacher, criterion, optimizer)
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(GLOBAL_BATCH, 3, 32, 32, generator=generator)
     labels = torch.arange(GLOBAL_BATCH // SAMPLES_PER_CLASS).repeat_interleave(SAMPLES_PER_CLASS)

@@ -1,3 +1,4 @@
+import dataclasses
 import re
 import subprocess
 from pathlib import Path
@@ -26,26 +27,30 @@ def test_defaults_are_the_paper_runs():
     assert opt.evaluation_metrics == ["e_recall@1", "e_recall@2", "e_recall@4", "e_recall@8", "nmi"]
 
 
+def build_criterion(argv):
+    return criteria.select(**parameters.criterion_arguments(parameters.parse(argv), criteria.DEFAULT_CLASSES))
+
+
 def test_paper_flags_parse_and_build_the_criterion():
-    opt = parameters.parse(["--dataset", "cars196", "--loss", "multisimilarity_obd_sd", "--PSD", "--OBDP",
-                            "--kd_lambda", "200", "--diffusion_w", "0.99", "--arch",
-                            "resnet50_frozen_normalize_double", "--embed_dim", "512", "--tau", "200", "250",
-                            "--gamma", "0.3", "--n_epochs", "300"])
-    criterion = criteria.select(opt)
-    assert criterion.distillation.items() >= {"kd_tau": 1.0, "kd_lambda": 200.0, "n_epochs": 300,
-                                              "diffusion_w": 0.99, "diffusion_tau": 1.0}.items()
-    assert criterion.distillation["diffusion_options"] == {"norm": "softmax", "k": None, "knn": "symmetric",
-                                                           "gamma": 3.0, "solver": "solve", "tol": 1e-6,
-                                                           "max_iters": 1000}
+    criterion = build_criterion(["--dataset", "cars196", "--loss", "multisimilarity_obd_sd", "--PSD", "--OBDP",
+                                 "--kd_lambda", "200", "--diffusion_w", "0.99", "--arch",
+                                 "resnet50_frozen_normalize_double", "--embed_dim", "512", "--tau", "200", "250",
+                                 "--gamma", "0.3", "--n_epochs", "300"])
+    settings = dataclasses.asdict(criterion.distillation)
+    assert settings.items() >= {"kd_tau": 1.0, "kd_lambda": 200.0, "n_epochs": 300,
+                                "diffusion_w": 0.99, "diffusion_tau": 1.0}.items()
+    assert criterion.distillation.graph_and_solver() == {"norm": "softmax", "k": None, "knn": "symmetric",
+                                                         "gamma": 3.0, "solver": "solve", "tol": 1e-6,
+                                                         "max_iters": 1000}
     assert criterion.distillation_weight(150) == pytest.approx(100.0)
     assert parameters.parse(["--dataset", "online_products"]).evaluation_metrics[:4] == \
         ["e_recall@1", "e_recall@10", "e_recall@100", "e_recall@1000"]
 
 
 def test_psd_alone_distils_the_undiffused_target():
-    criterion = criteria.select(parameters.parse(["--PSD"]))
-    assert criterion.distillation["diffusion_w"] == 0.0
-    assert criteria.select(parameters.parse([])).distillation is None
+    criterion = build_criterion(["--PSD"])
+    assert criterion.distillation.diffusion_w == 0.0
+    assert build_criterion([]).distillation is None
 
 
 @pytest.mark.parametrize("argv,message", [

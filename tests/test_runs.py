@@ -10,7 +10,9 @@ import time
 import pytest
 import torch
 
-import main
+import run_folder
+from errors import UserError
+from tests import program
 from tests.images import write_class_tree
 from tests.test_datasets import write_sop_tree
 
@@ -47,12 +49,8 @@ def test_runs_killed_at_random_moments_resume_to_the_same_metrics(tmp_path):
 
 
 def run_main(argv, capsys):
-    """main.main in this process: (exit status, stderr, stdout)."""
-    try:
-        main.main(argv)
-        status = 0
-    except SystemExit as exit_info:
-        status = exit_info.code
+    """main.py in this process: (exit status, stderr, stdout)."""
+    status = program.run_main(argv)
     captured = capsys.readouterr()
     return status, captured.err, captured.out
 
@@ -212,8 +210,8 @@ def test_a_second_process_on_a_run_folder_stops_naming_the_first(cub, tmp_path, 
     assert run_main(tiny(cub, tmp_path, "--savename", "run"), capsys)[0] == 0
     folder = tmp_path / "runs" / "run"
     # another process holds the run: flock is per open file, so a child process stands in for it
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); import main; "
-                               "lock = main.RunLock(sys.argv[2]); print('locked', flush=True); time.sleep(60)",
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); import run_folder; "
+                               "lock = run_folder.RunLock(sys.argv[2]); print('locked', flush=True); time.sleep(60)",
                                REPO, str(folder)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -271,7 +269,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(cub, tmp_path, capsys):
 
 def test_a_full_disk_leaves_a_table_as_it_was(tmp_path, monkeypatch):
     table = tmp_path / "metrics.csv"
-    main.append_csv(table, {"epoch": 0, "split": "test", "e_recall@1": 0.5})
+    run_folder.append_csv(table, {"epoch": 0, "split": "test", "e_recall@1": 0.5})
     before = table.read_bytes()
 
     class HalfWritten:
@@ -289,10 +287,10 @@ def test_a_full_disk_leaves_a_table_as_it_was(tmp_path, monkeypatch):
             self.handle.flush()
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(main, "open", lambda *args, **kwargs: HalfWritten(open(*args, **kwargs)), raising=False)
-    with pytest.raises(main.UserError, match="cannot write .*metrics.csv \\(No space left on device\\); the "
+    monkeypatch.setattr(run_folder, "open", lambda *args, **kwargs: HalfWritten(open(*args, **kwargs)), raising=False)
+    with pytest.raises(UserError, match="cannot write .*metrics.csv \\(No space left on device\\); the "
                                              "previous version is kept"):
-        main.append_csv(table, {"epoch": 1, "split": "test", "e_recall@1": 0.6})
+        run_folder.append_csv(table, {"epoch": 1, "split": "test", "e_recall@1": 0.6})
     assert table.read_bytes() == before
 
 

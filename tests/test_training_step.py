@@ -1,4 +1,4 @@
-"""main.TrainingStep's speed options: mixed precision, channels-last and torch.compile give the
+"""training.TrainingStep's speed options: mixed precision, channels-last and torch.compile give the
 step of the plain float32 network (within the precision's rounding)."""
 import copy
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import criteria
-import main
 import parameters
+import training
 
 
 def step_result(amp=None, compile=False, channels_last=False):
@@ -21,8 +21,8 @@ def step_result(amp=None, compile=False, channels_last=False):
             parameter.add_(0.05 * torch.randn_like(parameter))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    criterion = criteria.select(opt, n_classes=4)
-    step = main.TrainingStep(model, teacher, criterion, torch.optim.SGD(model.parameters(), lr=0.0), amp=amp,
+    criterion = criteria.select(**parameters.criterion_arguments(opt, 4))
+    step = training.TrainingStep(model, teacher, criterion, torch.optim.SGD(model.parameters(), lr=0.0), amp=amp,
                              compile=compile, channels_last=channels_last)
     images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     loss = step(images, torch.arange(4).repeat_interleave(2), epoch=1)

@@ -1,0 +1,93 @@
+"""The contracts of a loss and of a batch miner, and the tables of both by name.
+
+A loss is a `Criterion`: forward(batch, labels) -> a scalar. The keyword defaults of its
+constructor are its hyperparameters, with the values of its paper (or of Revisiting-DML where
+that is the reference); parameters.py turns each into a `--loss_<name>_<param>` flag, so every
+default lives in one place, and `Loss()` builds the loss as a plain library call. Four
+constructor arguments come from criteria.select instead of flags (SUPPLIED): `miner` (for a
+loss over mined tuples, which says the kind it needs in `mines`), `distance`, `n_classes` and
+`embed_dim`. Learnt class parameters (proxies, centres, margins) train at the loss's own `lr`,
+without weight decay (`optim_groups`).
+
+A batch miner is a `Miner`: miner(batch, labels) -> tuples of the kind it declares in `returns`.
+"""
+import inspect
+
+import torch
+from torch import nn
+
+from criteria import distances
+from registry import Registry
+
+SUPPLIED = ("miner", "distance", "n_classes", "embed_dim", "class_name")
+DEFAULT_CLASSES = 100  # CUB200's training classes: a loss with class parameters can be built bare
+DEFAULT_EMBED_DIM = 128  # the paper's
+# What a miner returns, by `returns`:
+#   "triplets": (anchors, positives, negatives), index tensors of equal length;
+#   "pairs":    (anchors, positives, negative mask), the mask anchors x batch;
+#   "sets":     (anchors, positive mask, negative mask).
+TUPLE_KINDS = ("triplets", "pairs", "sets")
+
+CRITERIA = Registry("loss")
+# In the order of definition: the first miner of the kind a loss mines is its default.
+MINERS = Registry("miner", order=None)
+
+
+def constructor_defaults(cls):
+    """{name: default} of the constructor arguments that are hyperparameters (not SUPPLIED)."""
+    return {name: parameter.default for name, parameter in inspect.signature(cls).parameters.items()
+            if name not in SUPPLIED and parameter.default is not inspect.Parameter.empty}
+
+
+class Miner:
+    """Picks the tuples of a batch a loss is computed on; sees no gradient."""
+    returns = "triplets"
+    hyperparameters = {}  # filled from the constructor's defaults
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        assert cls.returns in TUPLE_KINDS, cls
+        cls.hyperparameters = constructor_defaults(cls)
+
+    def __call__(self, batch, labels):
+        raise NotImplementedError
+
+
+class Criterion(nn.Module):
+    """A loss: forward(batch, labels) -> scalar. See the module's docstring for the contract."""
+    mines = None  # the kind of tuples (a Miner's `returns`) the loss is computed on; None: it mines its own
+    lr = None  # learning rate of its learnt class parameters, if it has any
+    hyperparameters = {}  # filled from the constructor's defaults
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.hyperparameters = constructor_defaults(cls)
+
+    @classmethod
+    def miner_names(cls):
+        """The registered miners this loss can use, its default first."""
+        return [name for name, miner in MINERS.items() if miner.returns == cls.mines] if cls.mines else []
+
+    @classmethod
+    def default_miner(cls):
+        names = cls.miner_names()
+        return names[0] if names else None
+
+    def use_miner(self, miner):
+        """`miner`, or the loss's default miner with its default settings."""
+        return miner if miner is not None else MINERS.get(self.default_miner())()
+
+    @staticmethod
+    def use_distance(distance):
+        """`distance`, or the default one (euclidean)."""
+        return distance if distance is not None else distances.DISTANCES.get(distances.DEFAULT)
+
+    @staticmethod
+    def class_parameters(rows, embed_dim, bound):
+        """Learnt class weights (rows x embed_dim) drawn uniformly in [-bound, bound]."""
+        return nn.Parameter(torch.empty(rows, embed_dim).uniform_(-bound, bound))
+
+    def optim_groups(self):
+        """The loss's learnt parameters, at its own lr and without weight decay."""
+        parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
+        return [{"params": parameters, "lr": self.lr, "weight_decay": 0.0}] if parameters else []

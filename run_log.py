@@ -1,0 +1,61 @@
+"""What a run shows as it goes: the console table of its evaluations and, with Weights & Biases
+on, the same metrics, its training losses, its report images and its best values online.
+W&B stays optional: it is imported only when used, works offline (WANDB_MODE=offline), and its
+key comes from the environment (WANDB_API_KEY) only."""
+import os
+
+from tqdm import tqdm
+
+
+class RunLog:
+    def __init__(self, enabled=True):
+        self.enabled = enabled  # under torchrun only rank 0 shows anything
+        self.header_printed = False
+        self.wandb = None
+
+    def start_online(self, project, group, run_id, name, config, folder):
+        """Join (or, with run_id, continue) a W&B run; returns its id, for a resumed run to continue it."""
+        if not self.enabled:
+            return run_id
+        import wandb
+
+        self.wandb = wandb.init(project=project, group=group or None, id=run_id, resume="allow", name=name,
+                                config=config, dir=folder)
+        return self.wandb.id
+
+    def evaluation(self, row):
+        """One console line for an evaluation row (epoch, split, metrics, best_for), re-ranked metrics
+        included; '*' marks a row that set a new best."""
+        if not self.enabled:
+            return
+        names = [name for name in row if name not in ("epoch", "split", "best_for")]
+        widths = [max(10, len(name)) for name in names]
+        if not self.header_printed:
+            tqdm.write("  ".join([f"{'epoch':>10}", f"{'split':>10}"]
+                                 + [f"{name:>{width}}" for name, width in zip(names, widths)]))
+            self.header_printed = True
+        cells = [f"{row['epoch']:>10}", f"{row['split']:>10}"]
+        cells += [f"{row[name]:>{width}.4f}" for name, width in zip(names, widths)]
+        tqdm.write("  ".join(cells) + ("  *" if row["best_for"] else ""))
+        self.online({f"{row['split']}/{name}": row[name] for name in names}, row["epoch"])
+
+    def online(self, values, epoch):
+        if self.wandb is not None:
+            self.wandb.log({**values, "epoch": epoch})
+
+    def images(self, paths):
+        """Report PNGs ({name: path}) as W&B images."""
+        if self.wandb is not None and paths:
+            import wandb
+
+            self.wandb.log({f"reports/{name}": wandb.Image(path) for name, path in paths.items()})
+
+    def finish(self, best):
+        if self.wandb is not None:
+            self.wandb.summary.update({f"best/{name}": record["value"] for name, record in best.items()})
+            self.wandb.finish()
+
+
+def online_logging_possible():
+    """Whether W&B can log: a key in the environment, or offline / disabled mode."""
+    return os.environ.get("WANDB_MODE") in ("offline", "disabled") or bool(os.environ.get("WANDB_API_KEY"))

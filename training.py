@@ -1,0 +1,115 @@
+"""The parts of training that are not its loop (main.py): one optimisation step with its
+precision, compilation and data-parallel options, the optimiser, seeding and determinism, and
+the progress lines of a run without a terminal."""
+import datetime
+import os
+import random
+import time
+
+import numpy as np
+import torch
+
+import distributed
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLoss(Exception):
+    """The loss of a step was NaN or infinite; args[0] is its value."""
+
+
+class TrainingStep:
+    """One optimisation step on a batch: the student (and the teacher, when its term has weight) embed
+    the batch under the chosen precision; the loss sees the global batch in float32.
+
+    amp "bf16" / "fp16" runs the networks under autocast (fp16 with a gradient scaler); the loss, the
+    diffusion solve and the metrics stay in float32. `compile` wraps the networks' forward in
+    torch.compile. Under torchrun the embeddings are gathered across ranks and the gradients averaged.
+    """
+
+    def __init__(self, model, teacher, criterion, optimizer, amp=None, channels_last=False, compile=False,
+                 skip_nonfinite=False):
+        self.model, self.teacher, self.criterion, self.optimizer = model, teacher, criterion, optimizer
+        self.student_forward = torch.compile(model) if compile else model
+        self.teacher_forward = torch.compile(teacher) if compile and teacher is not None else teacher
+        self.amp_dtype = AMP_DTYPES.get(amp)
+        self.channels_last = channels_last
+        self.skip_nonfinite = skip_nonfinite
+        device_type = next(model.parameters()).device.type
+        self.scaler = torch.amp.GradScaler(device_type, enabled=amp == "fp16")
+        self.parameters = [*model.parameters(), *criterion.parameters()]
+
+    def embed(self, forward, images):
+        with torch.autocast(images.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            return distributed.gather(forward(images).float())
+
+    def __call__(self, images, labels, epoch):
+        """The loss of the step, or None when it was not finite and skip_nonfinite skipped the batch."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        teacher_batch = None
+        if self.teacher is not None and self.criterion.needs_teacher(epoch):
+            with torch.no_grad():
+                teacher_batch = self.embed(self.teacher_forward, images)
+        loss = self.criterion(batch=self.embed(self.student_forward, images), labels=distributed.gather(labels),
+                              teacher_batch=teacher_batch, epoch=epoch)
+        if not torch.isfinite(loss):
+            if self.skip_nonfinite:
+                return None
+            raise NonFiniteLoss(loss.item())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        distributed.average_gradients(self.parameters)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss
+
+
+def build_optimizer(model, criterion, name="adam", lr=1e-5, head_lr=None, decay=4e-4):
+    """Adam or SGD (momentum 0.9) over the backbone at `lr`, the embedding head at `head_lr`
+    (default: lr) and the criterion's learnt parameters at their own lr without weight decay."""
+    groups = [{"params": model.backbone_parameters(), "lr": lr},
+              {"params": model.head_parameters(), "lr": lr if head_lr is None else head_lr}] + criterion.optim_groups()
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, weight_decay=decay, momentum=0.9)
+    raise ValueError(f"unknown optimiser {name!r}; choose adam or sgd")
+
+
+def configure_determinism(deterministic):
+    if not deterministic:
+        return
+    # cuBLAS needs this before its first call to be deterministic.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class ProgressLines:
+    """Progress without a terminal: one line every `every` seconds (every step at 0), with the
+    step, the epoch's mean loss so far, the speed and the time left in the epoch."""
+
+    def __init__(self, label, steps, every):
+        self.label, self.steps, self.every = label, steps, every
+        self.started = self.printed = time.time()
+        self.images = 0
+
+    def step(self, iteration, images, mean_loss):
+        self.images += images
+        now = time.time()
+        if now - self.printed < self.every and iteration < self.steps:
+            return
+        self.printed = now
+        elapsed = max(now - self.started, 1e-9)
+        left = datetime.timedelta(seconds=round(elapsed / iteration * (self.steps - iteration)))
+        print(f"{self.label} step {iteration}/{self.steps}: loss {mean_loss():.4f}, {self.images / elapsed:.1f} "
+              f"images/s, {left} left in the epoch", flush=True)
