@@ -22,7 +22,6 @@ import time
 from collections import Counter
 
 import torch
-from tqdm import tqdm
 
 import architectures
 import checkpoints
@@ -97,11 +96,13 @@ def train_on(opt, context):
                                                        generator=torch.Generator(), **loader_options)
                     for split, dataset in splits.items() if split != "train"}
     teacher = criteria.Teacher(model) if criterion.distillation else None
-    reranking = {"k": opt.evaluation_diffusion_k, "w": opt.evaluation_diffusion_w,
-                 "shortlist": opt.evaluation_diffusion_shortlist,
-                 "label": f"--evaluation_diffusion_k {opt.evaluation_diffusion_k}"} if opt.evaluation_diffusion else None
+    reranking = None if not opt.evaluation_diffusion else {
+        "k": opt.evaluation_diffusion_k, "w": opt.evaluation_diffusion_w,
+        "shortlist": opt.evaluation_diffusion_shortlist,
+        "label": f"--evaluation_diffusion_k {opt.evaluation_diffusion_k}"}
     evaluate = Evaluator(eval_loaders, opt.evaluation_metrics, opt.seed, reranking)
-    best = BestEpochs(opt.storage_metrics, "val" if "val" in eval_loaders else "test")
+    best = BestEpochs(opt.storage_metrics, "val" if "val" in eval_loaders else "test",
+                      keeps_checkpoints=opt.save_checkpoints in ("last_and_best", "best"))
 
     record = {"epoch": 0, "skipped_batches": 0, "train_seconds": 0.0, "wandb_id": None, "bad_files": len(bad_files)}
     with open_run_folder(opt, context) as run:
@@ -121,7 +122,6 @@ def epochs(opt, context, run, splits, model, teacher, criterion, optimizer, sche
     log = RunLog(enabled=context.is_main)
     config = vars(opt).copy()
     keep_last = opt.save_checkpoints in ("last_and_best", "last")
-    keep_best = opt.save_checkpoints in ("last_and_best", "best")
     state, rows = run.last_state()
     if state is not None:
         architectures.load_weights(model, state, run.last_checkpoint)
@@ -151,8 +151,8 @@ def epochs(opt, context, run, splits, model, teacher, criterion, optimizer, sche
         evaluated = evaluate(model, context.device) if context.is_main else {}
         for split, result in evaluated.items():
             improved = best.update(epoch, split, result.metrics)
-            for name in improved if keep_best else ():
-                run.save_checkpoint(f"checkpoint_best_{name}.pth", model, epoch, config)
+            for name in improved if best.keeps_checkpoints else ():
+                run.save_checkpoint(best.records[name]["checkpoint"], model, epoch, config)
             row = {"epoch": epoch, "split": split, **result.metrics, "best_for": " ".join(improved)}
             rows.append(row)
             run.append("metrics.csv", row)
@@ -179,8 +179,13 @@ def epochs(opt, context, run, splits, model, teacher, criterion, optimizer, sche
         distributed.sync_random_state()  # rank 0 alone evaluated: its generators may have moved
         model.set_backbone_trainable(epoch >= opt.freeze_backbone_epochs)
         sampler.set_epoch(epoch)
-        losses = train_one_epoch(step, train_loader, context.device, epoch, opt.n_epochs, run.last_checkpoint,
-                                 show_progress=context.is_main, progress_every=opt.progress_every)
+        try:
+            losses = training.train_one_epoch(step, train_loader, context.device, epoch, opt.n_epochs,
+                                              show_progress=context.is_main, progress_every=opt.progress_every)
+        except training.NonFiniteLoss as error:
+            raise UserError(f"the loss became {error.args[0]} in {error.where}; the last good checkpoint "
+                            f"{run.last_checkpoint} is kept; lower --lr or --kd_lambda, or pass --skip_nonfinite "
+                            "to skip such batches") from None
         record["skipped_batches"] += losses["skipped_batches"]
         if scheduler is not None:
             scheduler.step()
@@ -213,63 +218,18 @@ def open_run_folder(opt, context):
     return run
 
 
-def train_one_epoch(step, loader, device, epoch, n_epochs, last_checkpoint=None, show_progress=True,
-                    progress_every=60.0):
-    """Mean loss terms of one epoch of `step` (a TrainingStep).
-
-    A non-finite loss stops the run, naming the epoch and iteration, unless the step skips such
-    batches: then they are counted. Progress shows as a bar on a terminal; without one (a file, a
-    cluster log) as a line every `progress_every` seconds.
-    """
-    step.model.train()
-    totals, steps, skipped = {"loss": 0.0, "dml": 0.0, "kd": 0.0}, 0, 0
-    progress = tqdm(loader, desc=f"epoch {epoch + 1}/{n_epochs}", leave=False, disable=None if show_progress else True)
-    lines = training.ProgressLines(f"epoch {epoch + 1}/{n_epochs}", len(loader), progress_every) \
-        if show_progress and progress.disable else None
-    for iteration, (images, labels) in enumerate(progress, start=1):
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        try:
-            loss = step(images, labels, epoch)
-        except training.NonFiniteLoss as error:
-            raise UserError(f"the loss became {error.args[0]} in epoch {epoch + 1}, iteration {iteration}; "
-                            f"the last good checkpoint {last_checkpoint} is kept; lower --lr or "
-                            "--kd_lambda, or pass --skip_nonfinite to skip such batches") from None
-        if loss is None:
-            skipped += 1
-            continue
-        for term, value in {"loss": loss.detach(), **step.criterion.last_terms}.items():
-            totals[term] = totals[term] + value
-        steps += 1
-        if lines is not None:
-            lines.step(iteration, len(images), lambda: float(totals["loss"]) / steps)
-    means = {term: float(total) / max(steps, 1) for term, total in totals.items()}
-    means["kd_weight"] = step.criterion.distillation_weight(epoch)
-    means["skipped_batches"] = skipped
-    return means
-
-
 def finish(opt, run, log, rows, best, record, evaluated):
-    """summary.json (the selected epochs with every split's metrics there, the final metrics) and the reports."""
-    metrics_at = {}
-    for row in rows:
-        metrics_at.setdefault(int(row["epoch"]), {})[row["split"]] = \
-            {name: float(row[name]) for name in opt.evaluation_metrics}
-    final = metrics_at[max(metrics_at)] if metrics_at else {}
-    summary_best = {name: {**record_, "checkpoint": record_["checkpoint"]
-                           if opt.save_checkpoints in ("last_and_best", "best") else None,
-                           "metrics": metrics_at.get(record_["epoch"], {})} for name, record_ in best.records.items()}
+    """The reports and summary.json: the selected epochs with every split's metrics there, the final metrics."""
+    summary_best, final = best.summary(rows, opt.evaluation_metrics)
     if not opt.no_reports:
         from evaluation.reports import write_run_reports  # matplotlib only when a run ends
 
         reports = write_run_reports(run.folder, {split: (result.features, result.labels, result.dataset)
                                                  for split, result in evaluated.items()}, opt.seed,
-                                    epoch=max(metrics_at) if metrics_at else None, selected=best.epochs())
+                                    epoch=record["epoch"], selected=best.epochs())
         log.images(reports)
         print(f"reports: {', '.join(os.path.basename(path) for path in reports.values())}")
-    run.write_summary({"run_folder": run.folder, "selection_split": best.split,
-                       "selection": f"best epoch on the {best.split} split among the trained epochs "
-                                    f"1-{opt.n_epochs}; epoch 0 (before training) is evaluated, never selected",
+    run.write_summary({"run_folder": run.folder, "selection_split": best.split, "selection": best.rule(opt.n_epochs),
                        "epochs": opt.n_epochs, "best": summary_best, "final": final,
                        "train_seconds": round(record["train_seconds"], 1),
                        "skipped_batches": record["skipped_batches"], "bad_files": record["bad_files"]})

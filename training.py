@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import distributed
 
@@ -15,7 +16,8 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLoss(Exception):
-    """The loss of a step was NaN or infinite; args[0] is its value."""
+    """The loss of a step was NaN or infinite; args[0] is its value, `where` the epoch and iteration."""
+    where = ""
 
 
 class TrainingStep:
@@ -113,3 +115,37 @@ class ProgressLines:
         left = datetime.timedelta(seconds=round(elapsed / iteration * (self.steps - iteration)))
         print(f"{self.label} step {iteration}/{self.steps}: loss {mean_loss():.4f}, {self.images / elapsed:.1f} "
               f"images/s, {left} left in the epoch", flush=True)
+
+
+def train_one_epoch(step, loader, device, epoch, n_epochs, show_progress=True, progress_every=60.0):
+    """Mean loss terms of one epoch of `step` (a TrainingStep).
+
+    A non-finite loss raises NonFiniteLoss, its `where` naming the epoch and iteration, unless the
+    step skips such batches: then they are counted. Progress shows as a bar on a terminal; without one (a file, a
+    cluster log) as a line every `progress_every` seconds.
+    """
+    step.model.train()
+    totals, steps, skipped = {"loss": 0.0, "dml": 0.0, "kd": 0.0}, 0, 0
+    progress = tqdm(loader, desc=f"epoch {epoch + 1}/{n_epochs}", leave=False, disable=None if show_progress else True)
+    lines = ProgressLines(f"epoch {epoch + 1}/{n_epochs}", len(loader), progress_every) \
+        if show_progress and progress.disable else None
+    for iteration, (images, labels) in enumerate(progress, start=1):
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        try:
+            loss = step(images, labels, epoch)
+        except NonFiniteLoss as error:
+            error.where = f"epoch {epoch + 1}, iteration {iteration}"
+            raise
+        if loss is None:
+            skipped += 1
+            continue
+        for term, value in {"loss": loss.detach(), **step.criterion.last_terms}.items():
+            totals[term] = totals[term] + value
+        steps += 1
+        if lines is not None:
+            lines.step(iteration, len(images), lambda: float(totals["loss"]) / steps)
+    means = {term: float(total) / max(steps, 1) for term, total in totals.items()}
+    means["kd_weight"] = step.criterion.distillation_weight(epoch)
+    means["skipped_batches"] = skipped
+    return means

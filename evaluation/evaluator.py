@@ -28,8 +28,8 @@ class Evaluator:
     """evaluator(model, device) -> {split: Evaluated} for the `loaders` of the evaluation splits.
 
     `reranking` ({"k", "w", "shortlist"} and optionally "label", how warnings name its k; or None)
-    also reports each ranking metric after diffusion re-ranking. The first time it sees a split, it warns (on stderr) where a metric
-    looks at more neighbours than the split's classes hold."""
+    also reports each ranking metric after diffusion re-ranking. The first time it sees a split,
+    it warns (on stderr) where a metric looks at more neighbours than the split's classes hold."""
 
     def __init__(self, loaders, metric_names, seed=0, reranking=None):
         self.loaders = loaders

@@ -10,12 +10,14 @@ def is_candidate(epoch):
 
 
 class BestEpochs:
-    """The best epoch of each of `metrics` on `split` so far: {metric: {"value", "epoch", "checkpoint"}}."""
+    """The best epoch of each of `metrics` on `split` so far: {metric: {"value", "epoch", "checkpoint"}},
+    the checkpoint being the file a run keeps for it (None when it keeps none)."""
 
-    def __init__(self, metrics, split, records=None):
+    def __init__(self, metrics, split, records=None, keeps_checkpoints=True):
         self.metrics = list(metrics)
         self.split = split
         self.records = dict(records or {})
+        self.keeps_checkpoints = keeps_checkpoints
 
     def update(self, epoch, split, values):
         """The metrics for which (epoch, split, values) is a new best; their records are updated,
@@ -25,11 +27,27 @@ class BestEpochs:
         improved = [name for name in self.metrics
                     if name not in self.records or values[name] > self.records[name]["value"]]
         for name in improved:
-            self.records[name] = {"value": values[name], "epoch": epoch, "checkpoint": f"checkpoint_best_{name}.pth"}
+            self.records[name] = {"value": values[name], "epoch": epoch,
+                                  "checkpoint": f"checkpoint_best_{name}.pth" if self.keeps_checkpoints else None}
         return improved
 
     def epochs(self):
         return {name: record["epoch"] for name, record in self.records.items()}
+
+    def rule(self, n_epochs):
+        return (f"best epoch on the {self.split} split among the trained epochs 1-{n_epochs}; epoch 0 (before "
+                "training) is evaluated, never selected")
+
+    def summary(self, rows, metric_names):
+        """(each record with "metrics": every split's `metric_names` at its epoch, the metrics of the
+        last epoch) from a run's table rows."""
+        metrics_at = {}
+        for row in rows:
+            metrics_at.setdefault(int(row["epoch"]), {})[row["split"]] = {name: float(row[name])
+                                                                         for name in metric_names}
+        best = {name: {**record, "metrics": metrics_at.get(record["epoch"], {})}
+                for name, record in self.records.items()}
+        return best, metrics_at[max(metrics_at)] if metrics_at else {}
 
 
 def best_row(rows, split, metric):

@@ -210,8 +210,9 @@ def test_a_second_process_on_a_run_folder_stops_naming_the_first(cub, tmp_path, 
     assert run_main(tiny(cub, tmp_path, "--savename", "run"), capsys)[0] == 0
     folder = tmp_path / "runs" / "run"
     # another process holds the run: flock is per open file, so a child process stands in for it
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); import run_folder; "
-                               "lock = run_folder.RunLock(sys.argv[2]); print('locked', flush=True); time.sleep(60)",
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
+                               "import run_folder; lock = run_folder.RunLock(sys.argv[2]); "
+                               "print('locked', flush=True); time.sleep(60)",
                                REPO, str(folder)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
