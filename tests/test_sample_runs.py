@@ -1,6 +1,8 @@
-"""Sample_Runs/SampleRuns.sh: every run parses with parameters.parse, matches the paper's run table, runs
-what --dry-run prints, and has a Sample_Runs/configs/<run>.yaml that parses to the same flags."""
+"""Sample_Runs/SampleRuns.sh runs the files of Sample_Runs/configs/, the one place the runs' flags are written:
+every run parses with parameters.parse, the README's table of the paper's runs matches them, and the script
+runs what --dry-run prints."""
 import os
+import re
 import shlex
 import subprocess
 
@@ -11,23 +13,24 @@ import parameters
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "Sample_Runs", "configs")
 
-# The paper's runs (its released SampleRuns.sh):
-# (arch suffixes, embed_dim, n_epochs, kd_lambda, diffusion_w, diffusion_tau, tau, gamma);
-# None for the distillation settings of a baseline.
-D128, D512 = "resnet50_frozen_normalize", "resnet50_frozen_normalize_double"
-PAPER = {
-    "CUB_MS_baseline": ("cub200", D128, 128, 150, None, None, None, [], 0.3),
-    "CUB_MS_OBDSD_d128": ("cub200", D128, 128, 150, 1000, 0.3, 1.0, [], 0.3),
-    "CUB_MS_OBDSD_d512": ("cub200", D512, 512, 150, 1000, 0.3, 1.0, [], 0.3),
-    "CARS_MS_baseline": ("cars196", D128, 128, 150, None, None, None, [], 0.3),
-    "CARS_MS_OBDSD_d128": ("cars196", D128, 128, 150, 75, 0.99, 1.0, [], 0.3),
-    "CARS_MS_OBDSD_d512": ("cars196", D512, 512, 300, 200, 0.99, 1.0, [200, 250], 0.3),
-    "SOP_MS_baseline": ("online_products", D128, 128, 100, None, None, None, [], 0.3),
-    "SOP_MS_OBDSD_d128": ("online_products", D128, 128, 100, 100, 0.5, 0.005, [], 0.3),
-    "SOP_MS_OBDSD_d512": ("online_products", D512, 512, 200, 200, 0.5, 0.005, [70, 100], 0.2),
-}
 ABLATIONS = ["MS_PSD_d128", "Margin_baseline", "Margin_PSD_d128", "Margin_OBDSD_d128"]
-PER_RUN_FLAGS = ("source", "gpu", "seed", "savename")
+PAPER_ROWS = 9  # the paper's table: baseline and OBD-SD at 128-d and 512-d, on three datasets
+
+
+def readme_paper_table():
+    """{run: (arch, embed_dim, n_epochs, kd_lambda, diffusion_w, diffusion_tau, tau, gamma)} of the
+    README's table of the paper's runs; None for the distillation settings of a baseline."""
+    with open(os.path.join(REPO, "README.md")) as handle:
+        lines = [line for line in handle if re.match(r"^\| `(CUB|CARS|SOP)_MS_(baseline|OBDSD_d\d+)` \|", line)]
+    table = {}
+    for line in lines:
+        run, arch, embed, epochs, kd_lambda, w, tau, steps = [cell.strip(" `") for cell in line.strip().strip("|")
+                                                              .split("|")]
+        milestones, gamma = steps.split(", ") if steps != "-" else ("", "0.3")
+        number = (lambda text, kind=float: None if text == "-" else kind(text))
+        table[run] = (arch, int(embed), int(epochs), number(kd_lambda), number(w), number(tau),
+                      [int(epoch) for epoch in milestones.split()], float(gamma))
+    return table
 
 
 def dry_run(*arguments, **env):
@@ -41,14 +44,17 @@ def runs():
     """{savename: namespace} of every printed command; the interpreter named by $python never runs."""
     commands = dry_run(python="/nonexistent/python", seeds="0 1", datapath="/data sets", gpu="1")
     assert all(command[:2] == ["/nonexistent/python", "main.py"] for command in commands)
-    parsed = [parameters.parse(command[2:]) for command in commands]
-    assert len(parsed) == (len(PAPER) + 3 * len(ABLATIONS)) * 2
+    parsed = [parameters.parse([os.path.join(REPO, word) if word.startswith("Sample_Runs/") else word
+                                for word in command[2:]]) for command in commands]
+    assert len(parsed) == (PAPER_ROWS + 3 * len(ABLATIONS)) * 2
     return {opt.savename: opt for opt in parsed}
 
 
 def test_every_row_of_the_paper_table(runs):
-    for name, (dataset, arch, embed_dim, n_epochs, kd_lambda, diffusion_w, diffusion_tau, tau, gamma) in \
-            PAPER.items():
+    paper = readme_paper_table()
+    assert len(paper) == PAPER_ROWS
+    for name, (arch, embed_dim, n_epochs, kd_lambda, diffusion_w, diffusion_tau, tau, gamma) in paper.items():
+        dataset = {"CUB": "cub200", "CARS": "cars196", "SOP": "online_products"}[name.split("_")[0]]
         for seed in (0, 1):
             opt = runs[f"{name}_s{seed}"]
             assert (opt.dataset, opt.arch, opt.embed_dim, opt.n_epochs, opt.tau, opt.gamma) == \
@@ -76,14 +82,14 @@ def test_psd_and_margin_rows_mirror_the_128d_runs(runs):
             assert [getattr(margin, key) for key in distillation] == [getattr(ms, key) for key in distillation]
 
 
-def test_each_run_has_a_config_file_with_the_same_flags(runs):
-    names = {savename.rsplit("_s", 1)[0] for savename in runs}
-    assert sorted(f"{name}.yaml" for name in names) == sorted(os.listdir(CONFIGS))
-    for savename, opt in runs.items():
-        config = os.path.join(CONFIGS, f"{savename.rsplit('_s', 1)[0]}.yaml")
-        per_run = ["--source", opt.source, "--gpu", *map(str, opt.gpu), "--seed", str(opt.seed),
-                   "--savename", opt.savename]
-        assert vars(parameters.parse(["--config", config, *per_run])) == vars(opt), savename
+def test_every_config_file_runs_once_a_seed_with_only_the_per_run_flags_added():
+    commands = dry_run(seeds="0 1", datapath="/data", gpu="1")
+    configs = sorted(os.listdir(CONFIGS))
+    assert sorted(command[3] for command in commands) == sorted(f"Sample_Runs/configs/{name}" for name in configs * 2)
+    for command in commands:
+        name = os.path.basename(command[3]).removesuffix(".yaml")
+        assert command[2] == "--config" and command[4:] in (
+            ["--source", "/data", "--gpu", "1", "--seed", seed, "--savename", f"{name}_s{seed}"] for seed in "01")
 
 
 def test_the_script_runs_what_dry_run_prints(tmp_path):
