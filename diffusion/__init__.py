@@ -1,6 +1,6 @@
 """Soft targets for self-distillation: the teacher's similarity distribution, optionally
-diffused over an affinity graph of the batch (OBDP, Zeng et al. 2024), and the same diffusion as
-a test-time re-ranking of retrieval results."""
+diffused over an affinity graph of the batch (OBDP, Zeng et al. 2024; the formulas are in
+docs/method.md), and the same diffusion as a test-time re-ranking of retrieval results."""
 from diffusion.graphs import KNN_MODES, NORMALISATIONS, Graph, affinity_graph
 from diffusion.propagation import SOLVERS, diffuse
 from diffusion.rerank import rerank

@@ -1,4 +1,5 @@
 import dataclasses
+import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -134,13 +135,32 @@ def command_flags(capsys):
     return flags | set(re.findall(r"--[A-Za-z]\w*", sample_runs.stdout))
 
 
-def test_every_flag_in_the_readme_exists(capsys):
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    mentioned = set(re.findall(r"(?<![\w-])--[A-Za-z]\w*[A-Za-z0-9]\b", readme)) - {"--help"}
+REPO_ROOT = Path(__file__).parent.parent
+PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")), REPO_ROOT / "benchmarks" / "README.md"]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(page.relative_to(REPO_ROOT)) for page in PAGES])
+def test_every_flag_command_and_link_of_the_documentation_exists(page, capsys):
+    text = page.read_text()
+    mentioned = set(re.findall(r"(?<![\w-])--[A-Za-z]\w*[A-Za-z0-9]\b", text)) - {"--help"}
     assert mentioned - command_flags(capsys) == set()
-    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
-    for target in re.findall(r"`make (\w+)`", readme):
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    for target in re.findall(r"`make (\w+)`", text):
         assert f"\n{target}:" in makefile
+    for module in re.findall(r"python -m ([\w.]+)", text):
+        assert importlib.util.find_spec(module) is not None, module
+    for script in re.findall(r"(?:bash|python) ((?:[\w./-]+)\.(?:sh|py))\b", text):
+        assert (REPO_ROOT / script).exists(), script
+    for path in re.findall(r"`((?:tests|docs|benchmarks|criteria|diffusion|evaluation|datasets|datasampler|"
+                           r"architectures|Sample_Runs)/[\w./-]+\.(?:py|sh|md|yaml))`", text):
+        assert (REPO_ROOT / path).exists(), path
+    for link in re.findall(r"\]\(([^)#]+)\)", text):
+        if not link.startswith("http"):
+            assert (page.parent / link).exists(), link
+
+
+def test_the_readme_stays_a_front_page():
+    assert len((REPO_ROOT / "README.md").read_bytes()) < 20_000
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")

@@ -13,8 +13,8 @@ import torch
 import run_folder
 from errors import UserError
 from tests import program
+from tests.datasets.test_datasets import write_sop_tree
 from tests.images import write_class_tree
-from tests.test_datasets import write_sop_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = ["--dataset", "digits", "--arch", "resnet18_frozen_normalize", "--not_pretrained", "--embed_dim", "16",

@@ -7,7 +7,7 @@ import torch
 import criteria
 import parameters
 from errors import UserError
-from tests.test_criteria import embedded_batch
+from tests.criteria.test_criteria import embedded_batch
 
 
 def parse_error(argv, capsys):

@@ -27,7 +27,7 @@ from criteria.softtriplet import SoftTriple
 from criteria.subcenter_arcface import SubCenterArcFace
 from criteria.triplet import Triplet
 from tests import reference
-from tests.test_criteria import FixedMiner, embedded_batch
+from tests.criteria.test_criteria import FixedMiner, embedded_batch
 
 TIGHT = {"rtol": 1e-9, "atol": 1e-11}
 TRIPLETS = [(0, 1, 3), (1, 2, 7), (4, 5, 0), (9, 10, 11), (6, 8, 2), (11, 9, 1), (3, 5, 10)]

@@ -17,7 +17,7 @@ from datasets.image_dataset import load_rgb
 from datasets.transforms import Preprocessing
 from tests.images import write_class_tree
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CUB_CLASSES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross",
                "004.Groove_billed_Ani", "005.Crested_Auklet", "006.Least_Auklet"]
 
