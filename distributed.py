@@ -97,7 +97,7 @@ def check_batch_split(batch_size, samples_per_class, world_size, class_balanced)
         return
     unit = world_size * samples_per_class if class_balanced else world_size
     if batch_size % unit:
-        raise UserError(f"--bs {batch_size} cannot be shared by {world_size} processes"
+        raise UserError(f"batch_size {batch_size} cannot be shared by {world_size} processes"
                         + (f" with whole classes of {samples_per_class} samples" if class_balanced else "")
                         + f"; use a multiple of {unit}")
 

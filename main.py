@@ -58,8 +58,9 @@ def train(opt):
 def train_on(opt, context):
     """The run in this process: rank context.rank of context.world_size; rank 0 alone writes."""
     device = context.device
-    distributed.check_batch_split(opt.bs, opt.samples_per_class, context.world_size,
-                                  class_balanced=datasampler.draws_class_groups(opt.data_sampler))
+    with parameters.errors_as_flags():
+        distributed.check_batch_split(opt.bs, opt.samples_per_class, context.world_size,
+                                      class_balanced=datasampler.draws_class_groups(opt.data_sampler))
     if opt.log_online and context.is_main and not online_logging_possible():
         raise UserError("--log_online needs WANDB_API_KEY in the environment (or WANDB_MODE=offline)")
     splits = datasets.select(opt.dataset, opt.source, augmentation=opt.augmentation,
@@ -83,8 +84,9 @@ def train_on(opt, context):
                                          opt.decay)
     scheduler = (torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=opt.tau, gamma=opt.gamma)
                  if opt.scheduler == "step" else None)
-    sampler = SeededBatches(datasampler.select(opt.data_sampler, splits["train"].labels, opt.bs,
-                                               opt.samples_per_class, opt.seed))
+    with parameters.errors_as_flags():
+        sampler = SeededBatches(datasampler.select(opt.data_sampler, splits["train"].labels, opt.bs,
+                                                   opt.samples_per_class, opt.seed))
     if context.world_size > 1:
         sampler = distributed.RankShare(sampler, context.rank, context.world_size)
     # Loaders draw their worker seeds from their own generators, not from the training RNG.

@@ -5,8 +5,10 @@ hyperparameters become `--loss_<criterion>_<name>` / `--miner_<miner>_<name>` fl
 the defaults the criterion declares, so there is one place for each default.
 """
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
 
 import yaml
@@ -111,7 +113,8 @@ def build_parser():
 
     loss = parser.add_argument_group("criterion")
     loss.add_argument("--loss", default="multisimilarity", type=_loss,
-                      help=f"one of {', '.join(criteria.names())}, or pml:<LossClass> of pytorch-metric-learning")
+                      help=f"one of {', '.join(criteria.names())}; each also as <name>_obd_sd (the released scripts' "
+                           "name, the same loss), or pml:<LossClass> of pytorch-metric-learning")
     loss.add_argument("--batch_mining", default=None, choices=sorted(criteria.MINERS),
                       help="miner of tuple losses (default: the criterion's own)")
     loss.add_argument("--distance", default=None, choices=sorted(criteria.distances.DISTANCES),
@@ -215,6 +218,26 @@ def parse(argv=None, warn=True):
         for warning in _no_effect(opt):
             print(f"warning: {warning}", file=sys.stderr)
     return opt
+
+
+# How the libraries name the arguments the flags set (their errors name their own arguments).
+FLAG_OF_ARGUMENT = {"batch_size": "--bs", "samples_per_class": "--samples_per_class", "seed": "--seed",
+                    "sampler": "--data_sampler", "solver": "--diffusion_solver", "norm": "--diffusion_norm"}
+
+
+def as_flags(message):
+    """A library's error message with its arguments named as the flags that set them."""
+    return re.sub(r"\b(" + "|".join(FLAG_OF_ARGUMENT) + r")\b", lambda match: FLAG_OF_ARGUMENT[match.group(1)],
+                  message)
+
+
+@contextlib.contextmanager
+def errors_as_flags():
+    """The UserErrors of the library calls inside, with their arguments named as flags."""
+    try:
+        yield
+    except UserError as error:
+        raise UserError(as_flags(str(error))) from None
 
 
 def check_resumable(saved, config, force, folder):
@@ -357,10 +380,12 @@ def _check(opt):
     problems += [f"{flag} must be positive, got {value}" for flag, value in positive.items() if value <= 0]
     not_negative = {"--lr": opt.lr, "--decay": opt.decay, "--seed": opt.seed, "--kd_lambda": opt.kd_lambda}
     problems += [f"{flag} must be 0 or more, got {value}" for flag, value in not_negative.items() if value < 0]
-    if datasampler.draws_class_groups(opt.data_sampler) and opt.bs % opt.samples_per_class:
-        problems.append(f"--bs {opt.bs} is not a multiple of --samples_per_class {opt.samples_per_class}")
-    if opt.diffusion_solver == "cg" and opt.diffusion_norm != "symmetric":
-        problems.append("--diffusion_solver cg needs a symmetric graph: add --diffusion_norm symmetric")
+    for check, arguments in ((datasampler.check_batch, (opt.data_sampler, opt.bs, opt.samples_per_class)),
+                             (diffusion.check_options, (opt.diffusion_norm, opt.diffusion_solver))):
+        try:
+            check(*arguments)
+        except (UserError, ValueError) as error:
+            problems.append(as_flags(str(error)))
     if opt.diffusion_k is not None and opt.diffusion_k < 1:
         problems.append(f"--diffusion_k must be at least 1, got {opt.diffusion_k}")
     if opt.diffusion_iters < 1 or opt.diffusion_tol <= 0:
@@ -431,7 +456,8 @@ def _loss(value):
         criteria.criterion_class(value)
     except UnknownName:
         raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(criteria.names())}, "
-                                         "or pml:<LossClass> of pytorch-metric-learning)") from None
+                                         "each also as <name>_obd_sd, or pml:<LossClass> of "
+                                         "pytorch-metric-learning)") from None
     except UserError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return value

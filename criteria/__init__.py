@@ -56,8 +56,8 @@ class OptionError(UserError, ValueError):
 
 
 def names():
-    """Every accepted loss name, besides pml:<LossClass>: the registered ones and <name>_obd_sd."""
-    return CRITERIA.names() + sorted(name + PAPER_SUFFIX for name in CRITERIA)
+    """The registered loss names; each is also accepted as <name>_obd_sd, and pml:<LossClass> too."""
+    return CRITERIA.names()
 
 
 def base_name(loss):

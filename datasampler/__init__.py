@@ -14,5 +14,11 @@ def draws_class_groups(name: str) -> bool:
     return issubclass(SAMPLERS.get(name), ClassBatchSampler)
 
 
+def check_batch(name: str, batch_size: int, samples_per_class: int) -> None:
+    """UserError when the sampler `name` cannot draw batches of batch_size with samples_per_class."""
+    if draws_class_groups(name):
+        ClassBatchSampler.check_batch(batch_size, samples_per_class)
+
+
 def select(name: str, labels: np.ndarray, batch_size: int, samples_per_class: int, seed: int) -> BatchSampler:
     return SAMPLERS.get(name)(labels, batch_size, samples_per_class, seed)

@@ -16,9 +16,9 @@ class BatchSampler:
 
     def __init__(self, labels: np.ndarray, batch_size: int, samples_per_class: int, seed: int):
         if batch_size < 1:
-            raise UserError(f"--bs must be at least 1, got {batch_size}")
+            raise UserError(f"batch_size must be at least 1, got {batch_size}")
         if seed < 0:
-            raise UserError(f"--seed must be a non-negative integer, got {seed}")
+            raise UserError(f"seed must be a non-negative integer, got {seed}")
         self.labels = np.asarray(labels)
         self.batch_size = batch_size
         self.samples_per_class = samples_per_class
@@ -47,14 +47,19 @@ class ClassBatchSampler(BatchSampler):
 
     def __init__(self, labels: np.ndarray, batch_size: int, samples_per_class: int, seed: int):
         super().__init__(labels, batch_size, samples_per_class, seed)
-        if samples_per_class < 1 or batch_size % samples_per_class:
-            raise UserError(f"--bs {batch_size} is not a multiple of --samples_per_class {samples_per_class}; "
-                            "choose a batch size that is")
+        self.check_batch(batch_size, samples_per_class)
         self.classes_per_batch = batch_size // samples_per_class
         _, self.class_sizes = np.unique(self.labels, return_counts=True)
         # The images of class c are by_class[class_starts[c]: class_starts[c] + class_sizes[c]].
         self.by_class = np.argsort(self.labels, kind="stable")
         self.class_starts = np.cumsum(self.class_sizes) - self.class_sizes
+
+    @staticmethod
+    def check_batch(batch_size, samples_per_class):
+        """A batch is whole groups of samples_per_class images."""
+        if samples_per_class < 1 or batch_size % samples_per_class:
+            raise UserError(f"batch_size {batch_size} is not a multiple of samples_per_class {samples_per_class}; "
+                            "choose a batch_size that is")
 
     @property
     def n_classes(self) -> int:

@@ -20,13 +20,13 @@ class MPerClassSampler(ClassBatchSampler):
         super().__init__(labels, batch_size, samples_per_class, seed)
         largest = self.class_sizes.max()
         if samples_per_class > largest:
-            raise UserError(f"--samples_per_class {samples_per_class} is above the largest training class "
-                            f"({largest} images); lower --samples_per_class")
+            raise UserError(f"samples_per_class {samples_per_class} is above the largest training class "
+                            f"({largest} images); lower samples_per_class")
         if self.n_classes < self.classes_per_batch:
-            raise UserError(f"--data_sampler m_per_class with a batch of {batch_size} and {samples_per_class} "
+            raise UserError(f"sampler m_per_class with a batch of {batch_size} and {samples_per_class} "
                             f"samples per class needs {self.classes_per_batch} classes but the training split has "
-                            f"only {self.n_classes}; lower --bs, raise --samples_per_class or use "
-                            "--data_sampler class_random")
+                            f"only {self.n_classes}; lower batch_size, raise samples_per_class or use "
+                            "sampler class_random")
 
     def batches(self, rng: np.random.Generator):
         for _ in range(len(self)):

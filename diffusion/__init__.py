@@ -4,7 +4,7 @@ docs/method.md), and the same diffusion as a test-time re-ranking of retrieval r
 from diffusion.graphs import KNN_MODES, NORMALISATIONS, Graph, affinity_graph
 from diffusion.propagation import SOLVERS, diffuse
 from diffusion.rerank import rerank
-from diffusion.soft_targets import at_least_float32, soft_targets
+from diffusion.soft_targets import at_least_float32, check_options, soft_targets
 
 __all__ = ["KNN_MODES", "NORMALISATIONS", "SOLVERS", "Graph", "affinity_graph", "at_least_float32", "diffuse", "rerank",
-           "soft_targets"]
+           "check_options", "soft_targets"]

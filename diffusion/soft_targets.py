@@ -4,6 +4,12 @@ from diffusion.graphs import affinity_graph
 from diffusion.propagation import diffuse
 
 
+def check_options(norm, solver):
+    """ValueError for a solver the graph cannot take: conjugate gradient needs a symmetric matrix."""
+    if solver == "cg" and norm != "symmetric":
+        raise ValueError("solver cg needs a symmetric graph: norm symmetric")
+
+
 def at_least_float32(tensor):
     """float16/bfloat16 upcast to float32 (softmax and the solve need it); float64 stays float64."""
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
@@ -21,8 +27,7 @@ def soft_targets(teacher_embeddings, kd_tau=1.0, w=0.99, diffusion_tau=1.0, *, n
     softmax graph and a direct solve. Computed in at least float32 whatever the input dtype; no
     gradient flows into the result.
     """
-    if solver == "cg" and norm != "symmetric":
-        raise ValueError("the cg solver needs a symmetric graph: use norm='symmetric'")
+    check_options(norm, solver)
     embeddings = at_least_float32(teacher_embeddings.detach())
     similarities = embeddings @ embeddings.T
     graph = None if w == 0 else affinity_graph(similarities, norm=norm, tau=diffusion_tau, gamma=gamma, k=k, knn=knn)

@@ -146,21 +146,21 @@ def test_m_per_class_repeats_images_of_tiny_classes_only():
 
 def test_m_per_class_needs_enough_classes():
     labels = np.repeat(np.arange(3), 10)
-    with pytest.raises(UserError, match=r"^--data_sampler m_per_class with a batch of 8 and 2 samples per class needs "
-                                        r"4 classes but the training split has only 3; lower --bs, raise "
-                                        r"--samples_per_class or use --data_sampler class_random$"):
+    with pytest.raises(UserError, match=r"^sampler m_per_class with a batch of 8 and 2 samples per class needs "
+                                        r"4 classes but the training split has only 3; lower batch_size, raise "
+                                        r"samples_per_class or use sampler class_random$"):
         datasampler.select("m_per_class", labels, 8, 2, 0)
 
 
 def test_m_per_class_refuses_samples_per_class_above_the_largest_class():
     labels = np.repeat(np.arange(6), 3)
-    with pytest.raises(UserError, match="--samples_per_class 4 is above the largest training class \\(3 images\\)"):
+    with pytest.raises(UserError, match="samples_per_class 4 is above the largest training class \\(3 images\\)"):
         datasampler.select("m_per_class", labels, 8, 4, seed=0)
 
 
 @pytest.mark.parametrize("name", ["class_random", "m_per_class"])
 def test_class_samplers_need_batch_size_multiple(name):
-    with pytest.raises(UserError, match="--bs 7 is not a multiple of --samples_per_class 2"):
+    with pytest.raises(UserError, match="batch_size 7 is not a multiple of samples_per_class 2"):
         datasampler.select(name, np.repeat(np.arange(10), 2), 7, 2, 0)
 
 
