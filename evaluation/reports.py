@@ -278,7 +278,7 @@ def selected_epochs(summary_json):
         return {}
 
 
-def write_run_reports(folder, evaluated, seed=0, wandb_run=None, epoch=None, selected=None):
+def write_run_reports(folder, evaluated, seed=0, epoch=None, selected=None):
     """The reports of a finished run, into its folder: recall curves from metrics.csv (with the
     `selected` epochs marked), the others of the final network (of `epoch`) on the test split (else
     the last evaluated one). `evaluated`: {split: (features, labels, dataset)}. Kept cheap: a
@@ -286,17 +286,8 @@ def write_run_reports(folder, evaluated, seed=0, wandb_run=None, epoch=None, sel
     split = "test" if "test" in evaluated else next(reversed(evaluated), None)
     features, labels, dataset = evaluated[split] if split is not None else (None, None, None)
     network = f"final network, epoch {epoch}" if epoch is not None else ""
-    written = write_reports(folder, features, labels, dataset, split, os.path.join(folder, "metrics.csv"),
-                            RUN_TSNE_POINTS, seed, RUN_TSNE_ITERATIONS, network=network, selected=selected)
-    if wandb_run is not None and written:
-        log_to_wandb(wandb_run, written)
-    return written
-
-
-def log_to_wandb(wandb_run, reports):
-    import wandb
-
-    wandb_run.log({f"reports/{name}": wandb.Image(path) for name, path in reports.items()})
+    return write_reports(folder, features, labels, dataset, split, os.path.join(folder, "metrics.csv"),
+                         RUN_TSNE_POINTS, seed, RUN_TSNE_ITERATIONS, network=network, selected=selected)
 
 
 def run(opt):
