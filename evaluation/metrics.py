@@ -2,7 +2,8 @@
 
 Each metric declares the ingredients it needs: kNN lists of the euclidean features (or of
 the L2-normalised ones for c_recall) to some depth, the k-means assignment, the full
-ranking, or a search against a reference split. `compute` asks every requested metric for
+ranking, each of the queries against a gallery (by default the evaluated set itself, each
+query left out of its own ranking). `compute` asks every requested metric for
 its needs, then derives each ingredient once, at the largest depth asked for, and serves
 every metric from it. Queries are always left out of their own ranking; among equal
 distances the lower index ranks first (evaluation.neighbours).
@@ -21,7 +22,6 @@ from sklearn.metrics import normalized_mutual_info_score
 from errors import UserError
 from evaluation.neighbours import (
     full_ranking_positive_ranks,
-    nearest_neighbours,
     search,
 )
 from evaluation.voting import majority_vote
@@ -103,17 +103,22 @@ def _parse(name):
     raise ValueError(f"unknown metric {name!r}; valid: {usage()} (K >= 1)")
 
 
-def compute(features, labels, names, seed=0, neighbours=None, reference=None):
-    """{name: value} for each metric in `names`.
+def compute(features, labels, names, seed=0, neighbours=None, gallery=None):
+    """{name: value} for each metric in `names`, of the queries `features` (N x D) of classes
+    `labels`.
 
+    gallery: (features, labels) or (features, labels, same) of the set the queries are ranked
+        against (the knn_top metrics vote from it); `same` gives, for each query, the gallery
+        row that is the same item (left out of its ranking), or -1. By default each query is
+        ranked against the other queries (leave-one-out). Labels are compared by value, so the
+        two sets must label classes alike; a query whose class the gallery lacks has R = 0.
+        Clustering (nmi, f1), dists and rho_spectrum describe the queries.
     neighbours: a callable (features, k) -> (N x k) int indices, nearest first, self excluded,
-        that replaces the exact search (nearest_neighbours) for every kNN-based metric; the
-        full-ranking metric map calls it with k = N - 1.
-    reference: (features, labels) of a reference split that the knn_top metrics vote from;
-        by default they vote leave-one-out within the evaluated set.
+        that replaces the exact search (nearest_neighbours) for every kNN-based metric of a
+        set ranked against itself; the full-ranking metric map calls it with k = N - 1.
     """
     requested = [(name, *_parse(name)) for name in names]
-    evaluation = Evaluation(features, labels, seed, neighbours, reference)
+    evaluation = Evaluation(features, labels, seed, neighbours, gallery)
     for _, metric, params in requested:
         evaluation.require(metric.needs(evaluation, **params))
     return {name: float(metric.value(evaluation, **params)) for name, metric, params in requested}
@@ -150,27 +155,32 @@ class PositiveRanks:
 
 
 class Evaluation:
-    """The evaluated set and the ingredients its metrics share, each derived at most once."""
+    """The queries, the gallery they are ranked against (by default the queries themselves, each
+    left out of its own ranking), and the ingredients their metrics share, each derived at most once."""
 
-    def __init__(self, features, labels, seed=0, neighbours=None, reference=None):
-        self.features = np.ascontiguousarray(features, dtype=np.float32)
+    def __init__(self, features, labels, seed=0, neighbours=None, gallery=None):
+        self.features = _finite(features)
         self.n = len(self.features)
-        if not np.isfinite(self.features).all():
-            raise UserError(f"{np.count_nonzero(~np.isfinite(self.features).all(1))} of {self.n} embeddings hold NaN "
-                            "or inf values: the network diverged; lower --lr or --kd_lambda")
         labels = np.asarray(labels)
-        if reference is None:
+        if gallery is None:
             self.labels = np.unique(labels, return_inverse=True)[1].reshape(-1)
-            self.reference = None
+            self.gallery_features, self.gallery_labels = self.features, self.labels
+            self.same = np.arange(self.n)
         else:
-            reference_features, reference_labels = reference
-            codes = np.unique(np.concatenate([labels, np.asarray(reference_labels)]), return_inverse=True)[1]
-            self.labels, reference_codes = codes[:self.n], codes[self.n:]
-            self.reference = (np.ascontiguousarray(reference_features, dtype=np.float32), reference_codes)
-        counts = np.bincount(self.labels)
-        self.n_classes = int(np.count_nonzero(counts))
-        self.class_sizes = counts[self.labels]  # the query included
-        self.positives = self.class_sizes - 1  # R: same-class rows in the query's ranking
+            if neighbours is not None:
+                raise ValueError("a custom neighbours search ranks a set against itself; it takes no gallery")
+            gallery_features, gallery_labels, *same = gallery
+            self.gallery_features = _finite(gallery_features)
+            codes = np.unique(np.concatenate([labels, np.asarray(gallery_labels)]), return_inverse=True)[1]
+            self.labels, self.gallery_labels = codes[:self.n], codes[self.n:]
+            self.same = np.asarray(same[0], dtype=np.int64) if same else np.full(self.n, -1)
+        in_gallery = self.same >= 0
+        gallery_counts = np.bincount(self.gallery_labels, minlength=self.labels.max(initial=0) + 1)
+        # R: the gallery rows of the query's class in its ranking, the query itself left out
+        self.positives = gallery_counts[self.labels] - in_gallery
+        self.class_sizes = self.positives + 1  # as Revisiting-DML counts a class: the query included
+        self.ranked = len(self.gallery_features) - in_gallery  # rows each query's ranking holds
+        self.n_classes = len(np.unique(self.labels))
         self.seed = seed
         self.custom_neighbours = neighbours
         self.depth = {}
@@ -182,15 +192,20 @@ class Evaluation:
             self.depth[ingredient] = max(self.depth.get(ingredient, 0), depth)
 
     def neighbour_lists(self, space):
-        """N x depth indices of each row's nearest other rows, in `space` (euclidean or cosine)."""
+        """N x depth indices of each query's nearest gallery rows (itself left out), in `space`
+        (euclidean or cosine)."""
         if space not in self._lists:
             depth = self.depth.get(space, 0)
             if space == "euclidean" and self.custom_neighbours is not None and "full" in self.depth:
                 depth = self.n - 1  # one call of the custom search serves every metric
-            depth = int(min(depth, self.n - 1))
-            searched = self.features if space == "euclidean" else _l2_normalised(self.features)
-            find = self.custom_neighbours or nearest_neighbours
-            lists = np.asarray(find(searched, depth)) if depth > 0 else np.empty((self.n, 0), dtype=np.int64)
+            depth = int(min(depth, self.ranked.min())) if self.n else 0
+            to_space = (lambda x: x) if space == "euclidean" else _l2_normalised
+            if self.custom_neighbours is not None:
+                lists = np.asarray(self.custom_neighbours(to_space(self.features), depth))
+            else:
+                lists = search(to_space(self.features), to_space(self.gallery_features), depth, exclude=self.same)
+            if depth == 0:
+                lists = np.empty((self.n, 0), dtype=np.int64)
             if lists.shape != (self.n, depth):
                 raise ValueError(f"the neighbours callable returned shape {lists.shape} for k={depth}, "
                                  f"expected {(self.n, depth)}")
@@ -202,7 +217,7 @@ class Evaluation:
             lists = self.neighbour_lists(space)
             queries, ranks = [], []
             for start in range(0, self.n, ROW_CHUNK):
-                hits = self.labels[lists[start:start + ROW_CHUNK]] == self.labels[start:start + ROW_CHUNK, None]
+                hits = self.gallery_labels[lists[start:start + ROW_CHUNK]] == self.labels[start:start + ROW_CHUNK, None]
                 query, rank = np.nonzero(hits)
                 queries.append(query + start)
                 ranks.append(rank)
@@ -213,22 +228,25 @@ class Evaluation:
     def full_ranks(self):
         if self.custom_neighbours is not None:
             return self.ranks("euclidean")
-        query, rank = full_ranking_positive_ranks(self.features, self.labels)
+        query, rank = full_ranking_positive_ranks(self.features, self.labels,
+                                                  gallery=(self.gallery_features, self.gallery_labels, self.same))
         return PositiveRanks(query, rank, self.n)
 
     def vote_labels(self, k):
-        """Labels of the k nearest rows each query votes with: reference rows, or other evaluated rows."""
-        if self.reference is None:
-            return self.labels[self.neighbour_lists("euclidean")[:, :k]]
-        return self.reference[1][self.reference_lists[:, :k]]
-
-    @cached_property
-    def reference_lists(self):
-        return search(self.features, self.reference[0], self.depth["reference"])
+        """Labels of the k nearest gallery rows each query votes with."""
+        return self.gallery_labels[self.neighbour_lists("euclidean")[:, :k]]
 
     @cached_property
     def clusters(self):
         return _kmeans(self.features, self.n_classes, self.seed)
+
+
+def _finite(features):
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    if not np.isfinite(features).all():
+        raise UserError(f"{np.count_nonzero(~np.isfinite(features).all(1))} of {len(features)} embeddings hold NaN "
+                        "or inf values: the network diverged; lower --lr or --kd_lambda")
+    return features
 
 
 def _space(letter):
@@ -248,11 +266,9 @@ def recall(evaluation, space, k):
 
 @register(r"precision@(?P<k>[1-9]\d*)", "precision@K", needs=lambda evaluation, k: {"euclidean": k}, ranking=True)
 def precision(evaluation, k):
-    """Mean share of same-class rows among the k retrieved (all N - 1 others when k is larger)."""
-    retrieved = min(k, evaluation.n - 1)
-    if retrieved == 0:
-        return 0.0
-    return np.mean(evaluation.ranks().count_below(k) / retrieved)
+    """Mean share of same-class rows among the k retrieved (the whole ranking when k is larger)."""
+    retrieved = np.minimum(k, evaluation.ranked)
+    return float(np.mean(np.where(retrieved > 0, evaluation.ranks().count_below(k) / np.maximum(retrieved, 1), 0.0)))
 
 
 def _needs_r(evaluation):
@@ -298,14 +314,13 @@ def map_at_k(evaluation, k):
 
 
 def _needs_votes(evaluation, top, k):
-    return {"euclidean" if evaluation.reference is None else "reference": k or DEFAULT_VOTES}
+    return {"euclidean": k or DEFAULT_VOTES}
 
 
 @register(r"knn_top(?P<top>[1-9]\d*)(?:@(?P<k>[1-9]\d*))?", "knn_top1, knn_top5 (knn_topM@K: K voters)",
           needs=_needs_votes, ranking=True)
 def knn_accuracy(evaluation, top, k):
-    """Top-`top` accuracy of a majority vote of the k nearest (default DEFAULT_VOTES): those of the
-    reference split when one is given, else the other rows of the evaluated set (leave-one-out)."""
+    """Top-`top` accuracy of a majority vote of the k nearest gallery rows (default DEFAULT_VOTES)."""
     predictions = majority_vote(evaluation.vote_labels(k or DEFAULT_VOTES), top)
     return np.mean((predictions == evaluation.labels[:, None]).any(1))
 

@@ -24,52 +24,59 @@ def nearest_neighbours(features, k, device=None):
     return search(features, features, k, exclude_self=True, device=device)
 
 
-def search(queries, gallery, k, exclude_self=False, device=None):
+def search(queries, gallery, k, exclude_self=False, device=None, exclude=None):
     """Indices (len(queries) x k) of each query's k nearest gallery rows, nearest first.
 
-    `exclude_self`: queries and gallery are the same rows and row i never returns i.
+    `exclude`: per query, the gallery row that is the query itself (never returned), or -1;
+    `exclude_self` says that queries and gallery are the same rows (exclude = 0, 1, 2, ...).
     k is clipped to the number of gallery rows left. `device`: "cpu", "cuda[:i]" or None
     (the current CUDA device when there is one, else the CPU).
     """
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     gallery = np.ascontiguousarray(gallery, dtype=np.float32)
-    k = max(0, min(k, len(gallery) - int(exclude_self)))
+    if exclude_self:
+        exclude = np.arange(len(queries))
+    excluding = exclude is not None and bool(np.any(np.asarray(exclude) >= 0))
+    exclude = np.asarray(exclude, dtype=np.int64) if excluding else None
+    k = max(0, min(k, len(gallery) - int(excluding)))
     if k == 0:
         return np.empty((len(queries), 0), dtype=np.int64)
     device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
-        return _faiss_search(faiss.IndexFlatL2(gallery.shape[1]), queries, gallery, k, exclude_self)
-    if _faiss_has_gpu() and k + exclude_self <= FAISS_GPU_MAX_K:
+        return _faiss_search(faiss.IndexFlatL2(gallery.shape[1]), queries, gallery, k, exclude)
+    if _faiss_has_gpu() and k + excluding <= FAISS_GPU_MAX_K:
         resources = faiss.StandardGpuResources()  # must outlive the index
         index = faiss.index_cpu_to_gpu(resources, device.index or 0, faiss.IndexFlatL2(gallery.shape[1]))
-        return _faiss_search(index, queries, gallery, k, exclude_self, order_ties=True)
-    return torch_search(queries, gallery, k, exclude_self, device)
+        return _faiss_search(index, queries, gallery, k, exclude, order_ties=True)
+    return torch_search(queries, gallery, k, device=device, exclude=exclude)
 
 
 def _faiss_has_gpu():
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def _faiss_search(index, queries, gallery, k, exclude_self, order_ties=False):
+def _faiss_search(index, queries, gallery, k, exclude=None, order_ties=False):
     index.add(gallery)
     neighbours = np.empty((len(queries), k), dtype=np.int64)
     for start in range(0, len(queries), QUERY_CHUNK):
         rows = np.arange(start, min(start + QUERY_CHUNK, len(queries)))
-        distances, found = index.search(queries[rows], k + int(exclude_self))
+        distances, found = index.search(queries[rows], k + int(exclude is not None))
         if order_ties:
             order = np.lexsort((found, distances), axis=1)
             found = np.take_along_axis(found, order, axis=1)
-        if exclude_self:
+        if exclude is not None:
             # A stable sort moves the query to the end of its row wherever the search put it.
-            order = np.argsort(found == rows[:, None], axis=1, kind="stable")
+            order = np.argsort(found == exclude[rows, None], axis=1, kind="stable")
             found = np.take_along_axis(found, order, axis=1)
         neighbours[rows] = found[:, :k]
     return neighbours
 
 
-def torch_search(queries, gallery, k, exclude_self=False, device="cpu"):
+def torch_search(queries, gallery, k, exclude_self=False, device="cpu", exclude=None):
     """`search` by torch matmul + topk on `device`, in blocks of at most BLOCK_BYTES of distances."""
     device = torch.device(device)
+    if exclude_self:
+        exclude = np.arange(len(queries))
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     gallery_t = torch.from_numpy(np.ascontiguousarray(gallery, dtype=np.float32)).to(device)
     gallery_norms = gallery_t.square().sum(1)
@@ -78,11 +85,18 @@ def torch_search(queries, gallery, k, exclude_self=False, device="cpu"):
     for start in range(0, len(queries), chunk):
         stop = min(start + chunk, len(queries))
         distances = squared_distances(torch.from_numpy(queries[start:stop]).to(device), gallery_t, gallery_norms)
-        if exclude_self:
-            rows = torch.arange(stop - start, device=device)
-            distances[rows, rows + start] = float("inf")
+        if exclude is not None:
+            _exclude(distances, exclude[start:stop])
         neighbours[start:stop] = smallest(distances, k).cpu().numpy()
     return neighbours
+
+
+def _exclude(distances, excluded):
+    """Each row's excluded gallery column (>= 0) set to +inf, in place."""
+    rows = np.flatnonzero(excluded >= 0)
+    if len(rows):
+        distances[torch.from_numpy(rows).to(distances.device),
+                  torch.from_numpy(excluded[rows]).to(distances.device)] = float("inf")
 
 
 def squared_distances(queries, gallery, gallery_norms):
@@ -111,27 +125,35 @@ def smallest(distances, k):
     return indices.gather(1, order)
 
 
-def full_ranking_positive_ranks(features, labels, device=None):
-    """(query, rank): for each row, the 0-based ranks of its same-label rows in its ranking of
-    all other rows (by distance, ties by lower index), sorted by query then rank.
+def full_ranking_positive_ranks(features, labels, device=None, gallery=None):
+    """(query, rank): for each query row, the 0-based ranks of its same-label gallery rows in its
+    ranking of the whole gallery (by distance, ties by lower index), the query itself left out,
+    sorted by query then rank. The gallery is `gallery` = (features, labels, exclude), exclude
+    giving each query's own gallery row or -1; by default the rows themselves.
 
-    Exact, in blocks of queries: O(N^2 log N) time, memory O(N + number of positive pairs).
+    Exact, in blocks of queries: O(N M log M) time, memory O(N + M + number of positive pairs).
     """
     device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
-    features_t = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
+    queries_t = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
     labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-    norms = features_t.square().sum(1)
-    n = len(features_t)
+    if gallery is None:
+        gallery_t, gallery_labels_t, exclude = queries_t, labels_t, np.arange(len(queries_t))
+    else:
+        gallery_t = torch.from_numpy(np.ascontiguousarray(gallery[0], dtype=np.float32)).to(device)
+        gallery_labels_t = torch.from_numpy(np.asarray(gallery[1], dtype=np.int64)).to(device)
+        exclude = np.asarray(gallery[2], dtype=np.int64)
+    norms = gallery_t.square().sum(1)
     # distances, sorted values and indices, gathered labels: about 32 bytes per entry
-    chunk = max(1, min(QUERY_CHUNK, BLOCK_BYTES // (32 * n)))
+    chunk = max(1, min(QUERY_CHUNK, BLOCK_BYTES // (32 * len(gallery_t))))
     queries, ranks = [], []
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
+    for start in range(0, len(queries_t), chunk):
+        stop = min(start + chunk, len(queries_t))
         rows = torch.arange(start, stop, device=device)
-        distances = squared_distances(features_t[start:stop], features_t, norms)
-        distances[rows - start, rows] = float("inf")
+        distances = squared_distances(queries_t[start:stop], gallery_t, norms)
+        _exclude(distances, exclude[start:stop])
         order = torch.sort(distances, dim=1, stable=True).indices
-        positive = (labels_t[order] == labels_t[rows, None]) & (order != rows[:, None])
+        own = torch.from_numpy(exclude[start:stop]).to(device)
+        positive = (gallery_labels_t[order] == labels_t[rows, None]) & (order != own[:, None])
         query, rank = positive.nonzero(as_tuple=True)
         queries.append((query + start).cpu().numpy())
         ranks.append(rank.cpu().numpy())

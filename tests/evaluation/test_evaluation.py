@@ -4,7 +4,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 import diffusion
 import evaluation
-from evaluation.metrics import nearest_neighbours
+from evaluation.neighbours import nearest_neighbours
 
 
 def test_recall_on_a_hand_computed_line():

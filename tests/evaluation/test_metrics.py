@@ -216,7 +216,7 @@ def test_knn_accuracy_against_a_reference_split():
     queries = np.array([[0.2], [1.6], [10.4], [5.0]], dtype=np.float32)
     labels = np.array(["x", "y", "z", "x"])
     # 3 nearest reference rows: 0.2 -> x y y, 1.6 -> y y x, 10.4 -> z z y, 5.0 -> y y x (x is third)
-    result = evaluation.compute(queries, labels, ["knn_top1@3", "knn_top5@3", "knn_top1@1"], reference=reference)
+    result = evaluation.compute(queries, labels, ["knn_top1@3", "knn_top5@3", "knn_top1@1"], gallery=reference)
     assert result == pytest.approx({"knn_top1@3": 2 / 4, "knn_top5@3": 4 / 4, "knn_top1@1": 3 / 4})
 
 
