@@ -22,6 +22,8 @@ import datasets
 import evaluation
 from errors import CommandParser, UserError, run_command
 from evaluation import networks
+from evaluation.evaluator import Evaluator
+from evaluation.protocols import PROTOCOLS, rankings
 
 PUBLISHED_EMBED_DIMS = (128, 512)
 # The paper's 512-d OBD-SD runs pool with average + max (the `_double` arch of the released runs).
@@ -45,6 +47,10 @@ def build_parser():
     parser.add_argument("--embed_dim", type=int, default=None, help="default: the checkpoint's own")
     parser.add_argument("--evaluation_metrics", nargs="+", default=None,
                         help="default: the dataset's Recall@k, nmi and mAP@R")
+    parser.add_argument("--evaluation_protocol", default=None, choices=PROTOCOLS,
+                        help="what the test images are ranked against: themselves (self), the gallery "
+                             "(query_gallery, inshop) or the training images (train_gallery, for a dataset whose "
+                             "train and test share classes); default: the dataset's")
     parser.add_argument("--bs", type=int, default=112, help="batch size")
     parser.add_argument("--kernels", type=int, default=min(8, os.cpu_count() or 1), help="dataloader workers")
     parser.add_argument("--gpu", type=int, default=0, help="CUDA device; CPU when none exists")
@@ -78,7 +84,7 @@ def published_checkpoint(results_root, selected_by, dataset, psd, obdp, embed_di
 def run(opt):
     if opt.OBDP and not opt.PSD:
         raise UserError("--OBDP diffuses the target of --PSD; add --PSD")
-    metric_names = opt.evaluation_metrics or evaluation.default_metrics(opt.dataset) + ["mAP@R"]
+    metric_names = opt.evaluation_metrics or list(dict.fromkeys(evaluation.default_metrics(opt.dataset) + ["mAP@R"]))
     try:
         evaluation.check_names(metric_names)
     except ValueError as error:
@@ -92,18 +98,29 @@ def run(opt):
             print(f"note: the paper trained {folder} with --arch {PUBLISHED_ARCHS[folder]}", file=sys.stderr)
     checkpoint = networks.load(path, arch, opt.embed_dim)
     device = torch.device(f"cuda:{opt.gpu}" if torch.cuda.is_available() else "cpu")
-    test = datasets.select(opt.dataset, opt.source)["test"]
-    loader = torch.utils.data.DataLoader(test, batch_size=opt.bs, shuffle=False, num_workers=opt.kernels)
-    features, labels = evaluation.embed(checkpoint.network.to(device), loader, device, description="embedding test")
-    metrics = evaluation.compute(features, labels, metric_names)
+    splits = datasets.select(opt.dataset, opt.source)
+    protocol = opt.evaluation_protocol or datasets.default_protocol(opt.dataset)
+    try:
+        (ranking,) = [ranking for ranking in rankings(splits, protocol) if ranking.row == "test"]
+    except ValueError as error:
+        raise UserError(f"--evaluation_protocol {protocol}: {error}") from None
+    evaluated = {split: splits[split] for split in (ranking.query, ranking.gallery) if split is not None}
+    if ranking.gallery == "train":
+        evaluated["train"] = splits["train"].with_transform(splits[ranking.query].transform)
+    loaders = {split: torch.utils.data.DataLoader(dataset, batch_size=opt.bs, shuffle=False, num_workers=opt.kernels)
+               for split, dataset in evaluated.items()}
+    result = Evaluator(loaders, [ranking], metric_names)(checkpoint.network.to(device), device)["test"]
+    metrics, features, test = result.metrics, result.features, evaluated[ranking.query]
+    against = "" if ranking.gallery is None else \
+        f" against the {len(evaluated[ranking.gallery])} {ranking.gallery} images"
     print(f"{path} ({checkpoint.kind} format, --arch {checkpoint.arch} --embed_dim {checkpoint.embed_dim}), "
-          f"{opt.dataset} test split, {len(test)} images, {test.n_classes} classes")
+          f"{opt.dataset} {ranking.query} split, {len(test)} images, {test.n_classes} classes{against}")
     for name, value in metrics.items():
         print(f"{name:>16}  {value:.4f}")
     out = opt.out or os.path.splitext(path)[0] + "_test.json"
     result = {"checkpoint": path, "format": checkpoint.kind, "arch": checkpoint.arch,
-              "embed_dim": checkpoint.embed_dim, "dataset": opt.dataset, "split": "test", "images": len(test),
-              "classes": test.n_classes, "metrics": metrics}
+              "embed_dim": checkpoint.embed_dim, "dataset": opt.dataset, "split": "test", "protocol": protocol,
+              "images": len(test), "classes": test.n_classes, "metrics": metrics}
     try:
         with open(out, "w") as handle:
             json.dump(result, handle, indent=2)

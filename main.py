@@ -30,6 +30,7 @@ import datasampler
 import datasets
 import distributed
 import evaluation.networks
+import evaluation.protocols
 import parameters
 import training
 from datasampler.seeded import SeededBatches, SeededSamples
@@ -94,15 +95,15 @@ def train_on(opt, context):
                       "persistent_workers": opt.kernels > 0}
     train_loader = torch.utils.data.DataLoader(SeededSamples(splits["train"]), batch_sampler=sampler,
                                                generator=torch.Generator(), **loader_options)
+    rankings = evaluation.protocols.rankings(splits, parameters.protocol(opt))
+    evaluated = {split: dataset for split, dataset in splits.items() if split != "train"}
+    if any(ranking.gallery == "train" for ranking in rankings):  # the training images as a gallery
+        evaluated["train"] = splits["train"].with_transform(next(iter(evaluated.values())).transform)
     eval_loaders = {split: torch.utils.data.DataLoader(dataset, batch_size=opt.bs, shuffle=False,
                                                        generator=torch.Generator(), **loader_options)
-                    for split, dataset in splits.items() if split != "train"}
+                    for split, dataset in evaluated.items()}
     teacher = criteria.Teacher(model) if criterion.distillation else None
-    reranking = None if not opt.evaluation_diffusion else {
-        "k": opt.evaluation_diffusion_k, "w": opt.evaluation_diffusion_w,
-        "shortlist": opt.evaluation_diffusion_shortlist,
-        "label": f"--evaluation_diffusion_k {opt.evaluation_diffusion_k}"}
-    evaluate = Evaluator(eval_loaders, opt.evaluation_metrics, opt.seed, reranking)
+    evaluate = Evaluator(eval_loaders, rankings, opt.evaluation_metrics, opt.seed, parameters.reranking(opt))
     best = BestEpochs(opt.storage_metrics, "val" if "val" in eval_loaders else "test",
                       keeps_checkpoints=opt.save_checkpoints in ("last_and_best", "best"))
 
@@ -155,7 +156,8 @@ def epochs(opt, context, run, splits, model, teacher, criterion, optimizer, sche
             improved = best.update(epoch, split, result.metrics)
             for name in improved if best.keeps_checkpoints else ():
                 run.save_checkpoint(best.records[name]["checkpoint"], model, epoch, config)
-            row = {"epoch": epoch, "split": split, **result.metrics, "best_for": " ".join(improved)}
+            row = {"epoch": epoch, "split": split, "protocol": result.protocol, **result.metrics,
+                   "best_for": " ".join(improved)}
             rows.append(row)
             run.append("metrics.csv", row)
             log.evaluation(row)
@@ -232,6 +234,7 @@ def finish(opt, run, log, rows, best, record, evaluated):
         log.images(reports)
         print(f"reports: {', '.join(os.path.basename(path) for path in reports.values())}")
     run.write_summary({"run_folder": run.folder, "selection_split": best.split, "selection": best.rule(opt.n_epochs),
+                       "protocols": {row["split"]: row.get("protocol", "self") for row in rows},
                        "epochs": opt.n_epochs, "best": summary_best, "final": final,
                        "train_seconds": round(record["train_seconds"], 1),
                        "skipped_batches": record["skipped_batches"], "bad_files": record["bad_files"]})

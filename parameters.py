@@ -19,6 +19,7 @@ import datasampler
 import datasets
 import diffusion
 import evaluation
+import evaluation.protocols
 from errors import CommandParser, UserError
 from registry import UnknownName
 
@@ -152,6 +153,11 @@ def build_parser():
                                   help="a best checkpoint is kept for each")
     evaluation_group.add_argument("--log_online", action="store_true",
                                   help="log to Weights & Biases (key from WANDB_API_KEY; WANDB_MODE=offline works)")
+    evaluation_group.add_argument("--evaluation_protocol", default=None, choices=evaluation.protocols.PROTOCOLS,
+                                  help="self: each evaluation split against itself; query_gallery: the query images "
+                                       "against the gallery (inshop); train_gallery: evaluation images against the "
+                                       "training images of their classes (seen classes). Default: the dataset's "
+                                       "(query_gallery for inshop, else self)")
     evaluation_group.add_argument("--evaluation_diffusion", action="store_true",
                                   help="also report each kNN-based metric after diffusion re-ranking, "
                                        "as <metric>+diffusion")
@@ -403,6 +409,12 @@ def _check(opt):
                         f"{opt.save_checkpoints} does not keep; drop one of them")
     if opt.save_every < 0:
         problems.append(f"--save_every must be 0 (off) or positive, got {opt.save_every}")
+    if protocol(opt) == "query_gallery" and datasets.default_protocol(opt.dataset) != "query_gallery":
+        problems.append(f"--evaluation_protocol query_gallery needs a dataset with query and gallery images "
+                        f"(inshop), not {opt.dataset}")
+    if opt.evaluation_diffusion and protocol(opt) != "self":
+        problems.append(f"--evaluation_diffusion re-ranks a split against itself; it does not apply to "
+                        f"--evaluation_protocol {protocol(opt)}")
     if opt.progress_every < 0:
         problems.append(f"--progress_every must be 0 (every step) or more seconds, got {opt.progress_every}")
     if opt.kernels < 0:
@@ -448,6 +460,20 @@ def distillation(opt):
                                  norm=opt.diffusion_norm, k=opt.diffusion_k, knn=opt.diffusion_knn,
                                  gamma=opt.diffusion_gamma, solver=opt.diffusion_solver, tol=opt.diffusion_tol,
                                  max_iters=opt.diffusion_iters)
+
+
+def protocol(opt):
+    """The evaluation protocol of the run: --evaluation_protocol, else the dataset's."""
+    return opt.evaluation_protocol or datasets.default_protocol(opt.dataset)
+
+
+def reranking(opt):
+    """The diffusion re-ranking of evaluation.evaluator.Evaluator, or None without --evaluation_diffusion."""
+    if not opt.evaluation_diffusion:
+        return None
+    return {"k": opt.evaluation_diffusion_k, "w": opt.evaluation_diffusion_w,
+            "shortlist": opt.evaluation_diffusion_shortlist,
+            "label": f"--evaluation_diffusion_k {opt.evaluation_diffusion_k}"}
 
 
 def _loss(value):

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+from pathlib import Path
 
 import architectures
 import checkpoints
@@ -231,10 +232,23 @@ def truncate_csv(path, last_epoch):
 
 
 def append_csv(path, row):
-    """One row at the end of the table; a failed write (a full disk) leaves the table as it was."""
+    """One row at the end of the table; a failed write (a full disk) leaves the table as it was.
+    A row with columns the table lacks (a run resumed by a newer version) rewrites the table with
+    them, empty in the earlier rows."""
+    header = None
+    if os.path.exists(path):
+        with Path(path).open(newline="") as handle:
+            header = next(csv.reader([handle.readline()]), None)
+    if header is not None and not set(row) <= set(header):
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys([*header, *row])), restval="")
+        writer.writeheader()
+        writer.writerows([*read_csv(path), row])
+        checkpoints.write_atomically(path, text.getvalue().encode())
+        return
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(row))
-    if not os.path.exists(path):
+    writer = csv.DictWriter(text, fieldnames=header or list(row), restval="")
+    if header is None:
         writer.writeheader()
     writer.writerow(row)
     size = os.path.getsize(path) if os.path.exists(path) else 0

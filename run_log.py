@@ -28,7 +28,7 @@ class RunLog:
         included; '*' marks a row that set a new best."""
         if not self.enabled:
             return
-        names = [name for name in row if name not in ("epoch", "split", "best_for")]
+        names = [name for name in row if name not in ("epoch", "split", "protocol", "best_for")]
         widths = [max(10, len(name)) for name in names]
         if not self.header_printed:
             tqdm.write("  ".join([f"{'epoch':>10}", f"{'split':>10}"]

@@ -3,7 +3,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from datasets import cars196, cub200, digits, folder, online_products  # noqa: F401  (fill the registry)
+from datasets import cars196, cub200, digits, folder, inshop, online_products  # noqa: F401  (fill the registry)
 from datasets.image_dataset import ImageDataset, unusable_files, without_unreadable
 from datasets.registry import LOADERS
 from datasets.splits import split_train_val, without_last_classes
@@ -22,12 +22,18 @@ def names() -> list[str]:
     return LOADERS.names()
 
 
+def default_protocol(name: str) -> str:
+    """How the dataset's evaluation splits are ranked unless --evaluation_protocol says otherwise."""
+    return LOADERS.get(name).default_protocol
+
+
 def select(name: str, source: str | None, *, augmentation: str = "base", crop_size: int = 224,
            resize_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD, use_tv_split: bool = False,
            tv_split_perc: float = 0.8, tv_split_by_samples: bool = False, on_bad_image: str = "fail",
            workers: int = 0, channel_order: str = "RGB", input_range: float = 1.0,
            holdout_classes: int = 0) -> dict[str, ImageDataset]:
-    """{"train", "val" (with use_tv_split), "test"}: train with `augmentation`, the others with the
+    """{"train", "val" (with use_tv_split), "test"} or, for a dataset evaluated query against
+    gallery, {"train", "val", "query", "gallery"}: train with `augmentation`, the others with the
     evaluation resize + centre crop. `source` is the dataset folder or its parent.
     `holdout_classes` N leaves the last N classes out of "train" (after the validation split, which
     keeps them).
@@ -44,14 +50,16 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
                             **loader.preprocessing)
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise UserError(f"unknown --on_bad_image {on_bad_image!r}; choose one of {', '.join(BAD_IMAGE_POLICIES)}")
-    train, test = (_apply_bad_image_policy(split, on_bad_image, workers) for split in loader.load(source))
-    splits = {"train": train}
+    loaded = loader.load(source)
+    parts = loaded if isinstance(loaded, dict) else dict(zip(("train", "test"), loaded))
+    parts = {split: _apply_bad_image_policy(dataset, on_bad_image, workers) for split, dataset in parts.items()}
+    splits = {"train": parts.pop("train")}
     if use_tv_split:
-        splits["train"], splits["val"] = split_train_val(train, tv_split_perc, tv_split_by_samples,
+        splits["train"], splits["val"] = split_train_val(splits["train"], tv_split_perc, tv_split_by_samples,
                                                          loader.sample_split)
     if holdout_classes:
         splits["train"] = without_last_classes(splits["train"], holdout_classes)
-    splits["test"] = test
+    splits.update(parts)
     training, evaluation = preprocessing.training(augmentation), preprocessing.evaluation(augmentation)
     return {split: dataset.with_transform(training if split == "train" else evaluation)
             for split, dataset in splits.items()}

@@ -11,17 +11,17 @@ CLASS_LAYOUT = "<root>/images/<class>/<image>"
 
 
 def find_root(source: str | None, dataset: str, folder_names: tuple[str, ...] = (),
-              layout: str = CLASS_LAYOUT) -> str:
-    """The dataset folder: `source` itself or `source/<one of folder_names>`, whichever holds images/."""
+              layout: str = CLASS_LAYOUT, marker: str = "images") -> str:
+    """The dataset folder: `source` itself or `source/<one of folder_names>`, whichever holds `marker`."""
     if source is None:
         raise UserError(f"--dataset {dataset} needs --source, the dataset folder laid out as {layout}")
     source = os.path.expanduser(source)
     candidates = [source] + [os.path.join(source, name) for name in folder_names]
     for root in candidates:
-        if os.path.isdir(os.path.join(root, "images")):
+        if os.path.exists(os.path.join(root, marker)):
             return root
-    tried = ", ".join(os.path.join(root, "images") for root in candidates)
-    raise UserError(f"no images folder for {dataset} (tried {tried}); point --source at a folder "
+    tried = ", ".join(os.path.join(root, marker) for root in candidates)
+    raise UserError(f"no {marker} folder for {dataset} (tried {tried}); point --source at a folder "
                     f"laid out as {layout}")
 
 

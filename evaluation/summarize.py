@@ -89,7 +89,7 @@ def chosen_row(run, split, select, final):
 
 
 def _metric_columns(rows):
-    return [name for name in rows[0] if name not in ("epoch", "split", "best_for")] if rows else []
+    return [name for name in rows[0] if name not in ("epoch", "split", "protocol", "best_for")] if rows else []
 
 
 def summarize(runs, metrics=None, split="test", select=None, final=False):

@@ -9,8 +9,10 @@ Both keep the same share of every training class's images out of training (--use
 --tv_split_by_samples are switched on; --tv_split_perc is the share trained on). Both are
 evaluated on those held-out images of all the training classes, the full class set, with the
 network of their last epoch (no checkpoint selection, since the evaluation images are the
-validation split). Each image queries all the other evaluation images; the Precision@1 of a
-class is the share of its images whose nearest neighbour is of the same class.
+validation split). As in the study, each held-out image queries the training images of all the
+classes (--evaluation_protocol train_gallery, the default here); with --evaluation_protocol self
+it queries the other held-out images instead. The Precision@1 of a class is the share of its
+images whose nearest neighbour is of the same class.
 
 The protocol folder, --save_path/<--savename or <dataset>_without_last_<N>>, holds both run
 folders and two tables (also W&B tables with --log_online):
@@ -41,23 +43,28 @@ PER_CLASS_TABLE = "per_class_precision_at_1.csv"
 SUMMARY_TABLE = "summary.csv"
 
 
-def per_class_precision_at_1(features, labels, n_classes):
-    """Per class: the share of its images whose nearest other image (euclidean) has its class;
+def per_class_precision_at_1(features, labels, n_classes, gallery=None):
+    """Per class: the share of its images whose nearest image (euclidean) has its class, that image
+    taken among the other images or, with `gallery` = (features, labels), among the gallery's;
     nan for a class without images."""
-    nearest = evaluation.nearest_neighbours(features, 1)[:, 0]
-    hits = (labels[nearest] == labels).astype(np.float64)
+    if gallery is None:
+        hits = labels[evaluation.nearest_neighbours(features, 1)[:, 0]] == labels
+    else:
+        hits = gallery[1][evaluation.search(features, gallery[0], 1)[:, 0]] == labels
+    hits = hits.astype(np.float64)
     counts = np.bincount(labels, minlength=n_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.bincount(labels, weights=hits, minlength=n_classes) / counts, counts
 
 
-def evaluation_split(opt):
-    """The held-out images of every training class (the validation split by samples)."""
+def evaluation_splits(opt):
+    """(the held-out images of every training class, the training images of all the classes),
+    both under the evaluation transform; they share the class labels."""
     splits = datasets.select(opt.dataset, opt.source, augmentation=opt.augmentation, use_tv_split=True,
                              tv_split_perc=opt.tv_split_perc, tv_split_by_samples=True,
                              on_bad_image=opt.on_bad_image, workers=opt.kernels,
                              **architectures.preprocessing(opt.arch))
-    return splits["val"]
+    return splits["val"], splits["train"].with_transform(splits["val"].transform)
 
 
 def embed_last_epoch(run_folder, dataset, opt, device):
@@ -112,31 +119,38 @@ def run_protocol(opt, argv):
     if opt.resume is not None:
         raise UserError("the unseen-class protocol starts two fresh runs; drop --resume")
     holdout_name = f"without_last_{n}"
-    with RunFolder.create(opt.save_path, opt.savename or f"{opt.dataset}_{holdout_name}", opt.overwrite) as protocol:
-        folder = protocol.folder
+    protocol = opt.evaluation_protocol or "train_gallery"
+    if protocol not in ("train_gallery", "self"):
+        raise UserError("the unseen-class protocol ranks the held-out images against the training images "
+                        "(--evaluation_protocol train_gallery) or against each other (self)")
+    with RunFolder.create(opt.save_path, opt.savename or f"{opt.dataset}_{holdout_name}", opt.overwrite) as created:
+        folder = created.folder
     print(f"unseen-class protocol in {folder}")
     runs = {"all_classes": 0, holdout_name: n}
     for name, holdout in runs.items():
         # Each training is a run of main.py, with the protocol's flags after the user's (the last one counts).
         command = [sys.executable, MAIN, *argv, "--use_tv_split", "--tv_split_by_samples", "--save_path", folder,
-                   "--savename", name, "--holdout_classes", str(holdout)]
+                   "--savename", name, "--holdout_classes", str(holdout), "--evaluation_protocol", protocol]
         if subprocess.run([word for word in command if word != "--overwrite"]).returncode != 0:
             raise UserError(f"the {name} training of the protocol failed (its message is above); "
                             f"the protocol folder {folder} keeps what was done")
-    dataset = evaluation_split(opt)
+    dataset, training_images = evaluation_splits(opt)
     device = distributed.select_device(opt.gpu)
     precision = {}
     for name in runs:
         features = embed_last_epoch(os.path.join(folder, name), dataset, opt, device)
-        precision[name], counts = per_class_precision_at_1(features, dataset.labels, dataset.n_classes)
+        gallery = None if protocol == "self" else \
+            (embed_last_epoch(os.path.join(folder, name), training_images, opt, device), training_images.labels)
+        precision[name], counts = per_class_precision_at_1(features, dataset.labels, dataset.n_classes, gallery)
     per_class, summary = tables(dataset.class_names, n, counts, precision["all_classes"], precision[holdout_name],
                                 holdout_name)
     write_csv(os.path.join(folder, PER_CLASS_TABLE), per_class)
     write_csv(os.path.join(folder, SUMMARY_TABLE), summary)
     if opt.log_online:
         log_tables(opt, folder, per_class, summary)
-    print(f"Precision@1 per class on the held-out images of all {dataset.n_classes} training classes, "
-          "networks of the last epoch:")
+    against = "the training images of all classes" if protocol == "train_gallery" else "each other"
+    print(f"Precision@1 per class of the held-out images of all {dataset.n_classes} training classes, against "
+          f"{against}, networks of the last epoch:")
     print(f"{'classes':>10}  {'n':>5}  {'all_classes':>12}  {holdout_name:>18}  {'drop':>8}")
     for row in summary:
         print(f"{row['classes']:>10}  {row['n_classes']:>5}  {row['all_classes']:>12.4f}  "

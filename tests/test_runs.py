@@ -347,3 +347,40 @@ def test_reranked_metrics_are_printed_and_k_beyond_the_classes_warns(cub, tmp_pa
         "neighbours are of other classes; use 3 or fewer",
         "warning: --evaluation_diffusion_k 20 looks at 20 neighbours, but the median class of the test split holds 4 "
         "images: most neighbours are of other classes; use 3 or fewer"]
+
+
+def test_a_row_with_a_new_column_rewrites_the_table_without_losing_a_row(tmp_path):
+    table = tmp_path / "metrics.csv"
+    run_folder.append_csv(table, {"epoch": 0, "split": "test", "e_recall@1": 0.5})  # written by an older version
+    run_folder.append_csv(table, {"epoch": 1, "split": "test", "protocol": "self", "e_recall@1": 0.6})
+    run_folder.append_csv(table, {"epoch": 2, "split": "test", "protocol": "self", "e_recall@1": 0.7})
+    rows = run_folder.read_csv(table)
+    assert [(row["epoch"], row["protocol"], row["e_recall@1"]) for row in rows] == \
+        [("0", "", "0.5"), ("1", "self", "0.6"), ("2", "self", "0.7")]
+
+
+def test_an_inshop_epoch_ranks_the_queries_against_the_gallery(tmp_path, capsys):
+    from tests.images import write_inshop_tree
+
+    root = write_inshop_tree(tmp_path / "inshop")
+    status, err, _ = run_main(tiny(root, tmp_path, "--savename", "run", "--bs", "4", "--no_reports"), capsys)
+    assert status == 0, err
+    run = tmp_path / "runs" / "run"
+    rows = run_folder.read_csv(run / "metrics.csv")
+    assert [(row["epoch"], row["split"], row["protocol"]) for row in rows] == \
+        [("0", "test", "query_gallery"), ("1", "test", "query_gallery")]
+    assert list(rows[0])[3:-1] == ["e_recall@1", "e_recall@10", "e_recall@20", "e_recall@30", "e_recall@40", "mAP@R"]
+    # 3 queries, each with 2 gallery images of its item among 6: Recall@10 sees the whole gallery
+    assert all(float(row["e_recall@10"]) == 1.0 for row in rows)
+    assert json.loads((run / "summary.json").read_text())["protocols"] == {"test": "query_gallery"}
+
+
+def test_the_seen_class_protocol_queries_the_training_images(cub, tmp_path, capsys):
+    argv = tiny(cub, tmp_path, "--savename", "run", "--use_tv_split", "--tv_split_by_samples", "--tv_split_perc",
+                "0.5", "--evaluation_protocol", "train_gallery", "--no_reports")
+    status, err, _ = run_main(argv, capsys)
+    assert status == 0, err
+    rows = run_folder.read_csv(tmp_path / "runs" / "run" / "metrics.csv")
+    assert {(row["split"], row["protocol"]) for row in rows} == {("val", "train_gallery"), ("test", "self")}
+    summary = json.loads((tmp_path / "runs" / "run" / "summary.json").read_text())
+    assert summary["selection_split"] == "val" and summary["protocols"] == {"val": "train_gallery", "test": "self"}

@@ -50,12 +50,13 @@ def assert_contiguous(dataset):
 
 
 def test_names():
-    assert datasets.names() == ["cars196", "cub200", "digits", "folder", "online_products"]
+    assert datasets.names() == ["cars196", "cub200", "digits", "folder", "inshop", "online_products"]
     assert datasets.AUGMENTATIONS == ("base", "adv", "big", "red")
 
 
 def test_unknown_dataset_lists_the_valid_names():
-    with pytest.raises(UserError, match="unknown dataset 'cub'.*cars196, cub200, digits, folder, online_products"):
+    with pytest.raises(UserError, match="unknown dataset 'cub'.*cars196, cub200, digits, folder, inshop, "
+                                        "online_products"):
         datasets.select("cub", "/nowhere")
 
 

@@ -230,7 +230,7 @@ def test_rerank_reorders_the_shortlist_along_the_manifold():
     radius_offset = torch.cat([torch.zeros(12), torch.full((12,), 0.0)])
     features = torch.stack([torch.cos(angles), torch.sin(angles), radius_offset], dim=1)
     features[12:, 2] = 0.4  # the second arc is lifted out of the first one's plane
-    from evaluation.metrics import nearest_neighbours as exact_neighbours
+    from evaluation.neighbours import nearest_neighbours as exact_neighbours
     shortlist = exact_neighbours(features.numpy().astype(np.float32), 10)
     ranked = diffusion.rerank(features.numpy(), shortlist, 5, graph_k=3, graph="symmetric", w=0.9)
     assert ranked.shape == (24, 5)

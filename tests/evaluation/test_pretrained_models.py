@@ -149,3 +149,22 @@ def test_every_command_refuses_a_text_file_given_as_a_checkpoint(tmp_path, capsy
             code = stop.code
         assert_one_line_error(code, capsys.readouterr().err, f"{path} is not a readable checkpoint")
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_inshop_checkpoint_is_tested_query_against_gallery(tmp_path, capsys):
+    from tests.images import write_inshop_tree
+
+    root = write_inshop_tree(tmp_path / "inshop")
+    torch.manual_seed(0)
+    network = architectures.select("resnet18_normalize", 16, pretrained=False)
+    path = tmp_path / "net.pth"
+    torch.save({"network": network.state_dict(), **architectures.describe(network), "epoch": 1, "config": {}}, path)
+    code, out, err = run_in_process(["--dataset", "inshop", "--source", str(root), "--checkpoint", str(path),
+                                     "--kernels", "0"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "net_test.json").read_text())
+    assert report["protocol"] == "query_gallery" and report["images"] == 3
+    assert list(report["metrics"]) == ["e_recall@1", "e_recall@10", "e_recall@20", "e_recall@30", "e_recall@40",
+                                       "mAP@R"]
+    assert report["metrics"]["e_recall@10"] == 1.0  # the 6 gallery images are all within 10
+    assert "against the 6 gallery images" in out

@@ -35,14 +35,17 @@ def test_per_class_table(protocol):
         assert 0 <= float(row["all_classes"]) <= 1 and 0 <= float(row["without_last_2"]) <= 1
         assert float(row["drop"]) == pytest.approx(float(row["all_classes"]) - float(row["without_last_2"]),
                                                    abs=2e-6)
-    # Both networks are evaluated on the same images: half of each training class.
+    # Both networks are evaluated on the same images: half of each training class, each querying the
+    # training images of all the classes (the study's protocol).
+    images = sum(int(row["images"]) for row in rows)
     for name in ("all_classes", "without_last_2"):
-        images = sum(int(row["images"]) for row in rows)
         last = [row for row in read_csv(protocol / name / "metrics.csv") if row["split"] == "val"][-1]
-        assert last["epoch"] == "1"
-        # The per-class values, weighted by class size, give the run's own Precision@1 of its last epoch.
-        weighted = sum(float(row[name]) * int(row["images"]) for row in rows) / images
-        assert weighted == pytest.approx(float(last["precision@1"]), abs=1e-5)
+        assert last["epoch"] == "1" and last["protocol"] == "train_gallery"
+    # The all-class network trained on exactly that gallery: its per-class values, weighted by class
+    # size, give its run's own Precision@1 of its last epoch.
+    last = [row for row in read_csv(protocol / "all_classes" / "metrics.csv") if row["split"] == "val"][-1]
+    weighted = sum(float(row["all_classes"]) * int(row["images"]) for row in rows) / images
+    assert weighted == pytest.approx(float(last["precision@1"]), abs=1e-5)
 
 
 def test_summary_table_and_what_each_network_trained_on(protocol):
@@ -77,6 +80,11 @@ def test_per_class_precision_at_1_by_hand():
     assert precision[:2].tolist() == [1.0, 0.5] and np.isnan(precision[2])
     total = evaluation.compute(features, labels, ["precision@1"])["precision@1"]
     assert total == pytest.approx(np.sum(precision[:2] * counts[:2]) / 4)
+    # Against a gallery (the training images): 0 -> 0.05 (class 0), 0.1 -> 0.05, 0.5 -> 0.9 (class 1)
+    # whatever 0.05's class; 1.0 -> 0.9.
+    gallery = (np.array([[0.05], [0.9]], dtype=np.float32), np.array([0, 1]))
+    precision, counts = unseen_classes.per_class_precision_at_1(features, labels, 2, gallery)
+    assert precision.tolist() == [1.0, 1.0] and counts.tolist() == [2, 2]
 
 
 def test_tables_go_to_wandb_when_online(monkeypatch, tmp_path):
