@@ -30,6 +30,8 @@ bench: $(INSTALLED)
 	$(PY) -m benchmarks.criterion
 	$(PY) -m benchmarks.diffusion --sizes 112 512 2048 4096 --dims 128 512
 	$(PY) -m benchmarks.evaluation
+	$(PY) -m benchmarks.evaluation --size inshop
+	$(PY) -m benchmarks.evaluation --size sop_gallery
 	$(PY) -m benchmarks.train_step
 
 clean:

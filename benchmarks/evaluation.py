@@ -1,10 +1,14 @@
-"""Wall time and peak memory of the evaluation on a synthetic Stanford-Online-Products-sized
-test set (60,502 x 128 embeddings, 11,316 classes of 2 or more images), against
-pytorch-metric-learning's AccuracyCalculator on the same embeddings in the same run.
+"""Wall time and peak memory of the evaluation on synthetic embeddings of a benchmark's test set,
+against pytorch-metric-learning's AccuracyCalculator on the same embeddings in the same run.
 
-    python -m benchmarks.evaluation [--size sop|small] [--samples N] [--classes C] [--dim D]
+    python -m benchmarks.evaluation [--size sop|small|inshop|sop_gallery] [--samples N] [--classes C] [--dim D]
 
---size small is a tenth of SOP (6,050 x 128, 1,131 classes), for a quick run.
+--size sop: Stanford Online Products' test split ranked against itself (60,502 x 128
+embeddings, 11,316 classes of 2 or more images); small: a tenth of it, for a quick run;
+inshop: In-Shop's 14,218 queries against its 12,612 gallery images (3,985 items, each with a
+query and a gallery image at least); sop_gallery: SOP's size as two halves, 30,251 queries
+against 30,251 gallery images of the same 11,316 classes. Query and gallery sets are compared
+with AccuracyCalculator's ref_includes_query=False.
 
 Each measurement runs in its own child process, so its peak resident memory (ru_maxrss, which
 counts faiss's and torch's native allocations too) is its own. Rows:
@@ -26,8 +30,11 @@ import numpy as np
 
 from errors import CommandParser
 
-SIZES = {"sop": (60502, 11316), "small": (6050, 1131)}
+# (queries, gallery images, classes); no gallery: the queries are ranked against themselves
+SIZES = {"sop": (60502, 0, 11316), "small": (6050, 0, 1131), "inshop": (14218, 12612, 3985),
+         "sop_gallery": (30251, 30251, 11316)}
 OURS_FULL = ["e_recall@1", "e_recall@10", "e_recall@100", "e_recall@1000", "nmi", "mAP@R", "r_precision"]
+OURS_GALLERY = ["e_recall@1", "e_recall@10", "e_recall@20", "e_recall@30", "e_recall@40", "mAP@R", "r_precision"]
 SHARED = {"precision@1": "precision_at_1", "r_precision": "r_precision", "mAP@R": "mean_average_precision_at_r"}
 
 
@@ -43,6 +50,19 @@ def synthetic_embeddings(n_samples, n_classes, dim, seed=0):
     return features, labels
 
 
+def query_and_gallery(n_queries, n_gallery, n_classes, dim, seed=0):
+    """Synthetic embeddings split into queries and a gallery, each class with one image at least in each."""
+    features, labels = synthetic_embeddings(n_queries + n_gallery, n_classes, dim, seed)
+    rng = np.random.default_rng(seed + 1)
+    order = np.argsort(labels, kind="stable")
+    first = np.r_[0, np.flatnonzero(np.diff(labels[order])) + 1]  # each class's first image in `order`
+    in_query = np.zeros(len(labels), dtype=bool)
+    in_query[order[first]] = True
+    others = np.setdiff1d(np.arange(len(labels)), order[np.r_[first, first + 1]])  # the second stays in the gallery
+    in_query[rng.choice(others, n_queries - len(first), replace=False)] = True
+    return (features[in_query], labels[in_query]), (features[~in_query], labels[~in_query])
+
+
 def peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
@@ -54,21 +74,26 @@ def cpu_seconds():
 
 def worker(kind, data, names):
     features, labels = np.load(os.path.join(data, "features.npy")), np.load(os.path.join(data, "labels.npy"))
+    gallery = None
+    if os.path.exists(os.path.join(data, "gallery.npy")):
+        gallery = np.load(os.path.join(data, "gallery.npy")), np.load(os.path.join(data, "gallery_labels.npy"))
     if kind == "ours":
         import evaluation
 
         before, cpu = peak_rss_bytes(), cpu_seconds()
         start = time.perf_counter()
-        values = evaluation.compute(features, labels, names)
+        values = evaluation.compute(features, labels, names, gallery=gallery)
     else:
         import torch
         from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
         calculator = AccuracyCalculator(include=tuple(SHARED.values()), k="max_bin_count")
-        queries, query_labels = torch.from_numpy(features), torch.from_numpy(labels)
+        arguments = [torch.from_numpy(features), torch.from_numpy(labels)]
+        if gallery is not None:
+            arguments += [torch.from_numpy(gallery[0]), torch.from_numpy(gallery[1])]
         before, cpu = peak_rss_bytes(), cpu_seconds()
         start = time.perf_counter()
-        values = calculator.get_accuracy(queries, query_labels)
+        values = calculator.get_accuracy(*arguments, ref_includes_query=False)
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds() - cpu, "peak_rss": peak_rss_bytes(),
                       "rss_before": before, "values": values}))
@@ -93,15 +118,26 @@ def main(argv=None):
     if args.worker:
         return worker(args.worker, args.data, args.names)
 
-    n_samples, n_classes = args.samples or SIZES[args.size][0], args.classes or SIZES[args.size][1]
-    features, labels = synthetic_embeddings(n_samples, n_classes, args.dim)
+    n_queries, n_gallery, n_classes = SIZES[args.size]
+    n_queries, n_classes = args.samples or n_queries, args.classes or n_classes
     cores = len(os.sched_getaffinity(0))
-    print(f"{n_samples} x {args.dim} embeddings, {n_classes} classes (sizes {np.bincount(labels).min()}-"
-          f"{np.bincount(labels).max()}), {cores} cores, load average {os.getloadavg()[0]:.1f} at start")
+    if n_gallery:
+        (features, labels), gallery = query_and_gallery(n_queries, n_gallery, n_classes, args.dim)
+        print(f"{len(features)} queries against {len(gallery[0])} gallery images, {args.dim}-d, {n_classes} classes")
+    else:
+        features, labels = synthetic_embeddings(n_queries, n_classes, args.dim)
+        gallery = None
+        print(f"{n_queries} x {args.dim} embeddings ranked against themselves, {n_classes} classes (sizes "
+              f"{np.bincount(labels).min()}-{np.bincount(labels).max()})")
+    print(f"{cores} cores, load average {os.getloadavg()[0]:.1f} at start")
+    full = OURS_GALLERY if gallery is not None else OURS_FULL
     with tempfile.TemporaryDirectory() as data:
         np.save(os.path.join(data, "features.npy"), features)
         np.save(os.path.join(data, "labels.npy"), labels)
-        rows = [("this codebase: " + " ".join(OURS_FULL), measure("ours", data, OURS_FULL)),
+        if gallery is not None:
+            np.save(os.path.join(data, "gallery.npy"), gallery[0])
+            np.save(os.path.join(data, "gallery_labels.npy"), gallery[1])
+        rows = [("this codebase: " + " ".join(full), measure("ours", data, full)),
                 ("this codebase: precision@1 r_precision mAP@R", measure("ours", data, list(SHARED))),
                 ("AccuracyCalculator: precision_at_1 r_precision MAP@R", measure("pml", data, []))]
     print(f"load average {os.getloadavg()[0]:.1f} at the end\n")

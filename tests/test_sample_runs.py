@@ -15,13 +15,14 @@ CONFIGS = os.path.join(REPO, "Sample_Runs", "configs")
 
 ABLATIONS = ["MS_PSD_d128", "Margin_baseline", "Margin_PSD_d128", "Margin_OBDSD_d128"]
 PAPER_ROWS = 9  # the paper's table: baseline and OBD-SD at 128-d and 512-d, on three datasets
+INSHOP = ["INSHOP_MS_baseline", "INSHOP_MS_OBDSD_d128", "INSHOP_MS_OBDSD_d512"]  # ours: the SOP rows' settings
 
 
 def readme_paper_table():
     """{run: (arch, embed_dim, n_epochs, kd_lambda, diffusion_w, diffusion_tau, tau, gamma)} of the
     README's table of the paper's runs; None for the distillation settings of a baseline."""
     with open(os.path.join(REPO, "README.md")) as handle:
-        lines = [line for line in handle if re.match(r"^\| `(CUB|CARS|SOP)_MS_(baseline|OBDSD_d\d+)` \|", line)]
+        lines = [line for line in handle if re.match(r"^\| `(CUB|CARS|SOP|INSHOP)_MS_(baseline|OBDSD_d\d+)` \|", line)]
     table = {}
     for line in lines:
         run, arch, embed, epochs, kd_lambda, w, tau, steps = [cell.strip(" `") for cell in line.strip().strip("|")
@@ -46,15 +47,15 @@ def runs():
     assert all(command[:2] == ["/nonexistent/python", "main.py"] for command in commands)
     parsed = [parameters.parse([os.path.join(REPO, word) if word.startswith("Sample_Runs/") else word
                                 for word in command[2:]]) for command in commands]
-    assert len(parsed) == (PAPER_ROWS + 3 * len(ABLATIONS)) * 2
+    assert len(parsed) == (PAPER_ROWS + 3 * len(ABLATIONS) + len(INSHOP)) * 2
     return {opt.savename: opt for opt in parsed}
 
 
 def test_every_row_of_the_paper_table(runs):
-    paper = readme_paper_table()
-    assert len(paper) == PAPER_ROWS
+    paper = readme_paper_table()  # and the In-Shop runs (ours), in a table of the same form
+    assert len(paper) == PAPER_ROWS + len(INSHOP)
     for name, (arch, embed_dim, n_epochs, kd_lambda, diffusion_w, diffusion_tau, tau, gamma) in paper.items():
-        dataset = {"CUB": "cub200", "CARS": "cars196", "SOP": "online_products"}[name.split("_")[0]]
+        dataset = {"CUB": "cub200", "CARS": "cars196", "SOP": "online_products", "INSHOP": "inshop"}[name.split("_")[0]]
         for seed in (0, 1):
             opt = runs[f"{name}_s{seed}"]
             assert (opt.dataset, opt.arch, opt.embed_dim, opt.n_epochs, opt.tau, opt.gamma) == \
@@ -114,7 +115,8 @@ def test_an_unknown_word_stops_the_script_before_anything_runs(tmp_path, words):
     fake_python.chmod(0o755)
     result = subprocess.run(["bash", "Sample_Runs/SampleRuns.sh", *words], cwd=REPO, capture_output=True, text=True,
                             env={**os.environ, "python": str(fake_python)})
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "give cub, cars or sop" in result.stderr
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "give cub, cars, sop or inshop" in result.stderr
     assert not log.exists()
 
 
