@@ -6,6 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from errors import UserError
 
@@ -135,11 +136,12 @@ def without_unreadable(dataset: ImageDataset, workers: int = 0) -> ImageDataset:
     """
     if dataset.paths is None:
         return dataset
+    progress = {"total": len(dataset.paths), "desc": "decoding every image", "leave": False, "disable": None}
     if workers > 0:
         with multiprocessing.Pool(workers) as pool:
-            readable = np.array(pool.map(is_readable, dataset.paths, chunksize=64), dtype=bool)
+            readable = np.array(list(tqdm(pool.imap(is_readable, dataset.paths, chunksize=64), **progress)), dtype=bool)
     else:
-        readable = np.array([is_readable(path) for path in dataset.paths], dtype=bool)
+        readable = np.array([is_readable(path) for path in tqdm(dataset.paths, **progress)], dtype=bool)
     if readable.all():
         return dataset
     kept = dataset.subset(np.flatnonzero(readable))

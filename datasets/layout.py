@@ -74,3 +74,42 @@ def split_class_folders(folders: list[str]) -> tuple[ImageDataset, ImageDataset]
                         f"by classes needs at least 2 ({CLASS_LAYOUT})")
     n_train = (len(folders) + 1) // 2
     return from_class_folders(folders[:n_train]), from_class_folders(folders[n_train:])
+
+
+def find_layout(source: str | None, dataset: str, layouts: dict[str, str], folder_names: tuple[str, ...] = (),
+                expected: str = "") -> tuple[str, str]:
+    """(root, layout name): the first of `source` and `source/<one of folder_names>` that holds
+    the marker file or folder of one of `layouts` ({layout name: marker path}), tried in order."""
+    if source is None:
+        raise UserError(f"--dataset {dataset} needs --source, the dataset folder ({expected})")
+    source = os.path.expanduser(source)
+    candidates = [source] + [os.path.join(source, name) for name in folder_names]
+    for root in candidates:
+        for layout, marker in layouts.items():
+            if os.path.exists(os.path.join(root, marker)):
+                return root, layout
+    tried = ", ".join(dict.fromkeys(os.path.join(root, marker) for root in candidates for marker in layouts.values()))
+    raise UserError(f"no {dataset} layout under {source} (looked for {tried}); point --source at the folder "
+                    f"that holds {expected}")
+
+
+def from_listed(paths: list[str], classes: list, listed_in: str, lines: list[int], known=()) -> ImageDataset:
+    """The listed images, their classes numbered in the order of `known` (the class values of a
+    split they share classes with), then in sorted order of the other class values."""
+    known = list(known)
+    new = sorted(set(classes) - set(known))
+    values = known + new if set(classes) & set(known) else new
+    number = {value: label for label, value in enumerate(values)}
+    labels = np.array([number[value] for value in classes], dtype=np.int64)
+    return ImageDataset(labels, [str(value) for value in values], paths=paths, listed_in=listed_in, list_lines=lines)
+
+
+def read_lines(path: str, expected: str) -> list[tuple[int, str]]:
+    """(line number, stripped line) of the non-blank lines of a text file, or a UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"missing {path}; expected {expected}")
+    try:
+        with open(path) as handle:
+            return [(number, line.strip()) for number, line in enumerate(handle, start=1) if line.strip()]
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file; expected {expected}") from None

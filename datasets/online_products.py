@@ -1,17 +1,22 @@
-"""Stanford Online Products: <root>/images/<category>_final/*.JPG, split by
-<root>/Info_Files/Ebay_train.txt and Ebay_test.txt."""
+"""Stanford Online Products, split by Ebay_train.txt and Ebay_test.txt (columns image_id class_id
+super_class_id path, one header line), in either layout:
+- re-packaged (Revisiting-DML's tar): <root>/images/<category>_final/*.JPG and <root>/Info_Files/;
+- official (the Stanford zip): <root>/<category>_final/*.JPG with the Ebay_*.txt files beside them.
+"""
 import os
 
 import numpy as np
 import pandas as pd
 
 from datasets.image_dataset import ImageDataset
-from datasets.layout import find_root
+from datasets.layout import find_layout
 from datasets.registry import register
 from errors import UserError
 
 COLUMNS = ["image_id", "class_id", "super_class_id", "path"]
-LAYOUT = "<root>/images/<category>_final/<image> and <root>/Info_Files/Ebay_{train,test}.txt"
+LAYOUTS = {"repackaged": os.path.join("Info_Files", "Ebay_train.txt"), "official": "Ebay_train.txt"}
+LAYOUT = ("images/<category>_final/<image> and Info_Files/Ebay_{train,test}.txt, or <category>_final/<image> "
+          "with Ebay_{train,test}.txt beside them")
 
 
 def read_info_file(path: str) -> pd.DataFrame:
@@ -31,11 +36,12 @@ def read_info_file(path: str) -> pd.DataFrame:
     return table
 
 
-def read_split(root: str, info_file: str) -> ImageDataset:
-    list_file = os.path.join(root, "Info_Files", info_file)
+def read_split(root: str, info_file: str, layout: str = "repackaged") -> ImageDataset:
+    list_file = os.path.join(root, "Info_Files", info_file) if layout == "repackaged" else os.path.join(root, info_file)
     table = read_info_file(list_file)
     class_ids, labels = np.unique(table["class_id"].to_numpy(), return_inverse=True)
-    paths = (os.path.join(root, "images", "") + table["path"]).tolist()
+    images = os.path.join(root, "images", "") if layout == "repackaged" else os.path.join(root, "")
+    paths = (images + table["path"]).tolist()
     return ImageDataset(labels, [str(class_id) for class_id in class_ids], paths=paths,
                         super_labels=table["super_class_id"].to_numpy(), listed_in=list_file,
                         list_lines=table.index.to_numpy() + 2)  # after the header line
@@ -43,5 +49,6 @@ def read_split(root: str, info_file: str) -> ImageDataset:
 
 @register("online_products", sample_split="first")
 def load(source):
-    root = find_root(source, "online_products", ("online_products", "Stanford_Online_Products"), LAYOUT)
-    return read_split(root, "Ebay_train.txt"), read_split(root, "Ebay_test.txt")
+    root, layout = find_layout(source, "online_products", LAYOUTS, ("online_products", "Stanford_Online_Products"),
+                               LAYOUT)
+    return read_split(root, "Ebay_train.txt", layout), read_split(root, "Ebay_test.txt", layout)
