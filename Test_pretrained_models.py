@@ -20,6 +20,7 @@ import torch
 
 import datasets
 import evaluation
+import parameters
 from errors import CommandParser, UserError, run_command
 from evaluation import networks
 from evaluation.evaluator import Evaluator
@@ -34,7 +35,8 @@ PUBLISHED_ARCHS = {"PSD": networks.PAPER_ARCH, "OBDSD_d128": networks.PAPER_ARCH
 def build_parser():
     parser = CommandParser(command="python Test_pretrained_models.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="cub200", choices=datasets.names())
-    parser.add_argument("--source", default=None, help="dataset folder (the one holding images/), or its parent")
+    parser.add_argument("--source", default=None, help="the dataset folder, or its parent")
+    parameters.add_list_flags(parser)
     parser.add_argument("--checkpoint", default=None, help="a checkpoint file; default: the published one the "
                                                            "--PSD/--OBDP/--embed_dim/--selected_by flags name")
     parser.add_argument("--results_root", default="Training_Results", help="where the published checkpoints lie")
@@ -98,7 +100,7 @@ def run(opt):
             print(f"note: the paper trained {folder} with --arch {PUBLISHED_ARCHS[folder]}", file=sys.stderr)
     checkpoint = networks.load(path, arch, opt.embed_dim)
     device = torch.device(f"cuda:{opt.gpu}" if torch.cuda.is_available() else "cpu")
-    splits = datasets.select(opt.dataset, opt.source)
+    splits = datasets.select(opt.dataset, opt.source, lists=parameters.dataset_lists(opt))
     protocol = opt.evaluation_protocol or datasets.default_protocol(opt.dataset)
     try:
         (ranking,) = [ranking for ranking in rankings(splits, protocol) if ranking.row == "test"]

@@ -68,7 +68,7 @@ def train_on(opt, context):
                              use_tv_split=opt.use_tv_split, tv_split_perc=opt.tv_split_perc,
                              tv_split_by_samples=opt.tv_split_by_samples, on_bad_image=opt.on_bad_image,
                              workers=opt.kernels, holdout_classes=opt.holdout_classes,
-                             **architectures.preprocessing(opt.arch))
+                             lists=parameters.dataset_lists(opt), **architectures.preprocessing(opt.arch))
     bad_files = sorted({path for dataset in splits.values() for path in dataset.bad_files})
     if bad_files and context.is_main:
         print(f"skipped {len(bad_files)} files that are not readable images (first: {bad_files[0]})")

@@ -27,7 +27,7 @@ from registry import UnknownName
 # that differ only in them (and in --seed) are repeats of one experiment for evaluation.summarize.
 OPERATIONAL_FLAGS = {"resume", "resume_force", "overwrite", "kernels", "gpu", "log_online", "project", "group",
                      "save_path", "savename", "source", "pretrained_weights", "compile", "channels_last", "no_reports",
-                     "save_checkpoints", "progress_every"}
+                     "save_checkpoints", "progress_every", "train_list", "test_list", "val_list"}
 
 
 def build_parser():
@@ -109,6 +109,7 @@ def build_parser():
     data.add_argument("--tv_split_perc", type=float, default=0.8, help="share of training data kept for training")
     data.add_argument("--tv_split_by_samples", action="store_true",
                       help="split every class's images instead of splitting the classes")
+    add_list_flags(data)
     data.add_argument("--on_bad_image", default="fail", choices=datasets.BAD_IMAGE_POLICIES,
                       help="a file that is not a readable image stops the run, or is skipped and counted")
 
@@ -415,6 +416,11 @@ def _check(opt):
     if opt.evaluation_diffusion and protocol(opt) != "self":
         problems.append(f"--evaluation_diffusion re-ranks a split against itself; it does not apply to "
                         f"--evaluation_protocol {protocol(opt)}")
+    given = [flag for flag in ("train_list", "test_list", "val_list") if getattr(opt, flag)]
+    if opt.dataset != "list" and given:
+        problems.append(f"--{given[0]} names the files of --dataset list; drop it or use --dataset list")
+    if opt.dataset == "list" and not (opt.train_list and opt.test_list):
+        problems.append("--dataset list needs --train_list FILE and --test_list FILE (and optionally --val_list)")
     if opt.progress_every < 0:
         problems.append(f"--progress_every must be 0 (every step) or more seconds, got {opt.progress_every}")
     if opt.kernels < 0:
@@ -460,6 +466,21 @@ def distillation(opt):
                                  norm=opt.diffusion_norm, k=opt.diffusion_k, knn=opt.diffusion_knn,
                                  gamma=opt.diffusion_gamma, solver=opt.diffusion_solver, tol=opt.diffusion_tol,
                                  max_iters=opt.diffusion_iters)
+
+
+def add_list_flags(parser):
+    """--train_list, --test_list, --val_list: the files of --dataset list, for every command that reads a dataset."""
+    parser.add_argument("--train_list", default=None, metavar="FILE",
+                        help="--dataset list: the training images, one 'path label' a line (paths relative to "
+                             "the list)")
+    parser.add_argument("--test_list", default=None, metavar="FILE", help="--dataset list: the test images")
+    parser.add_argument("--val_list", default=None, metavar="FILE",
+                        help="--dataset list: validation images (checkpoints are then selected on them)")
+
+
+def dataset_lists(opt):
+    """The list files of --dataset list, for datasets.select."""
+    return {"train_list": opt.train_list, "test_list": opt.test_list, "val_list": opt.val_list}
 
 
 def protocol(opt):

@@ -3,7 +3,17 @@ from dataclasses import replace
 
 import numpy as np
 
-from datasets import cars196, cub200, digits, folder, inshop, online_products  # noqa: F401  (fill the registry)
+from datasets import (  # noqa: F401  (the loader modules fill the registry)
+    cars196,
+    cub200,
+    digits,
+    folder,
+    inat2018,
+    inshop,
+    list_files,
+    online_products,
+    tsinghua_dogs,
+)
 from datasets.image_dataset import ImageDataset, unusable_files, without_unreadable
 from datasets.registry import LOADERS
 from datasets.splits import split_train_val, without_last_classes
@@ -31,10 +41,11 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
            resize_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD, use_tv_split: bool = False,
            tv_split_perc: float = 0.8, tv_split_by_samples: bool = False, on_bad_image: str = "fail",
            workers: int = 0, channel_order: str = "RGB", input_range: float = 1.0,
-           holdout_classes: int = 0) -> dict[str, ImageDataset]:
+           holdout_classes: int = 0, lists: dict | None = None) -> dict[str, ImageDataset]:
     """{"train", "val" (with use_tv_split), "test"} or, for a dataset evaluated query against
     gallery, {"train", "val", "query", "gallery"}: train with `augmentation`, the others with the
     evaluation resize + centre crop. `source` is the dataset folder or its parent.
+    `lists` ({"train_list", "test_list", "val_list"}) names the list files of the `list` dataset.
     `holdout_classes` N leaves the last N classes out of "train" (after the validation split, which
     keeps them).
 
@@ -50,10 +61,14 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
                             **loader.preprocessing)
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise UserError(f"unknown --on_bad_image {on_bad_image!r}; choose one of {', '.join(BAD_IMAGE_POLICIES)}")
-    loaded = loader.load(source)
+    loaded = loader.load(source, **{key: value for key, value in (lists or {}).items() if value})
     parts = loaded if isinstance(loaded, dict) else dict(zip(("train", "test"), loaded))
+    if use_tv_split and "val" in parts:
+        raise UserError(f"{name} has its own validation split; drop --use_tv_split")
     parts = {split: _apply_bad_image_policy(dataset, on_bad_image, workers) for split, dataset in parts.items()}
     splits = {"train": parts.pop("train")}
+    if "val" in parts:
+        splits["val"] = parts.pop("val")
     if use_tv_split:
         splits["train"], splits["val"] = split_train_val(splits["train"], tv_split_perc, tv_split_by_samples,
                                                          loader.sample_split)
