@@ -81,6 +81,8 @@ class CommandParser(argparse.ArgumentParser):
 
     def __init__(self, *args, command=None, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        if command and not args:
+            kwargs.setdefault("prog", command)  # `python -m datasets.verify`, not `verify.py`
         super().__init__(*args, **kwargs)
         self.command = command or f"python {self.prog}"
 
