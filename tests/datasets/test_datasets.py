@@ -50,13 +50,14 @@ def assert_contiguous(dataset):
 
 
 def test_names():
-    assert datasets.names() == ["cars196", "cub200", "digits", "folder", "inshop", "online_products"]
+    assert datasets.names() == ["cars196", "cub200", "digits", "folder", "inat2018", "inshop", "list",
+                                "online_products", "tsinghua_dogs"]
     assert datasets.AUGMENTATIONS == ("base", "adv", "big", "red")
 
 
 def test_unknown_dataset_lists_the_valid_names():
-    with pytest.raises(UserError, match="unknown dataset 'cub'.*cars196, cub200, digits, folder, inshop, "
-                                        "online_products"):
+    with pytest.raises(UserError, match="unknown dataset 'cub'.*cars196, cub200, digits, folder, inat2018, inshop, "
+                                        "list, online_products"):
         datasets.select("cub", "/nowhere")
 
 
