@@ -5,13 +5,14 @@ CARS196 (official and devkit), SOP (official zip), CUB-200-2011 (official tgz), 
 import os
 import tarfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.io import savemat
 
 import datasets
-from datasets import prepare, verify
+from datasets import cars196, prepare, verify
 from run_folder import read_csv
 from tests.images import (
     CAR_CLASSES,
@@ -25,6 +26,8 @@ from tests.images import (
     write_sop_official,
 )
 from tests.program import run_main
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cars_official(root):
@@ -307,3 +310,16 @@ def test_list_flags_are_checked_with_the_others(argv, message, capsys):
     with pytest.raises(SystemExit):
         parameters.parse(argv)
     assert message in capsys.readouterr().err
+
+
+def test_on_the_real_class_names_sorting_and_the_class_index_split_alike():
+    # cars_meta.mat's class_names, in class-index order
+    names = (REPO / "tests" / "datasets" / "cars196_class_names.txt").read_text().splitlines()
+    assert len(names) == len(set(names)) == 196
+    folders = [name.replace("/", "-") for name in names]  # a folder name cannot hold "Ram C/V"'s slash
+    assert set(sorted(folders)[:98]) == set(folders[:98])
+    assert (names[97], names[98]) == ("Eagle Talon Hatchback 1998", "FIAT 500 Abarth 2012")
+    assert sorted(folders[:98]) != folders[:98]  # within a split the orders differ
+    train, test = cars196.by_class_index([f"{index:06d}.jpg" for index in range(196)], list(range(1, 197)), names,
+                                         "cars_annos.mat")
+    assert train.class_names == sorted(names[:98]) and test.class_names == sorted(names[98:])
