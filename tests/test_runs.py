@@ -22,9 +22,22 @@ DIGITS = ["--dataset", "digits", "--arch", "resnet18_frozen_normalize", "--not_p
           "--loss", "margin", "--deterministic", "--n_epochs", "2"]
 
 
+def _ctrl_c_as_in_a_terminal():
+    # a shell starts background jobs with SIGINT ignored, and Python then never raises KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(argv):
     return subprocess.Popen([sys.executable, "main.py", *argv], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal)
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt in this process too, also when the suite runs in the background."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.slow
@@ -319,7 +332,7 @@ def test_sigterm_and_ctrl_c_say_how_to_continue(tmp_path, signal_number, status)
         assert "resuming" in resumed.stdout and (tmp_path / "run" / "summary.json").exists()
 
 
-def test_an_interruption_while_a_checkpoint_is_written_waits_for_the_file(tmp_path, monkeypatch):
+def test_an_interruption_while_a_checkpoint_is_written_waits_for_the_file(tmp_path, monkeypatch, ctrl_c_raises):
     import checkpoints
 
     def save_interrupted_midway(content, handle):
