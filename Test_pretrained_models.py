@@ -18,6 +18,7 @@ import sys
 import numpy as np
 import torch
 
+import architectures
 import datasets
 import evaluation
 import parameters
@@ -100,7 +101,9 @@ def run(opt):
             print(f"note: the paper trained {folder} with --arch {PUBLISHED_ARCHS[folder]}", file=sys.stderr)
     checkpoint = networks.load(path, arch, opt.embed_dim)
     device = torch.device(f"cuda:{opt.gpu}" if torch.cuda.is_available() else "cpu")
-    splits = datasets.select(opt.dataset, opt.source, lists=parameters.dataset_lists(opt))
+    # the input the network was trained on: BN-Inception's BGR 0-255, a timm model's size and interpolation
+    splits = datasets.select(opt.dataset, opt.source, lists=parameters.dataset_lists(opt),
+                             **architectures.preprocessing(checkpoint.arch, checkpoint.config.get("image_size")))
     protocol = opt.evaluation_protocol or datasets.default_protocol(opt.dataset)
     try:
         (ranking,) = [ranking for ranking in rankings(splits, protocol) if ranking.row == "test"]

@@ -19,7 +19,6 @@ import os
 import shlex
 import signal
 import time
-from collections import Counter
 
 import torch
 
@@ -68,13 +67,15 @@ def train_on(opt, context):
                              use_tv_split=opt.use_tv_split, tv_split_perc=opt.tv_split_perc,
                              tv_split_by_samples=opt.tv_split_by_samples, on_bad_image=opt.on_bad_image,
                              workers=opt.kernels, holdout_classes=opt.holdout_classes,
-                             lists=parameters.dataset_lists(opt), **architectures.preprocessing(opt.arch))
+                             lists=parameters.dataset_lists(opt),
+                             **architectures.preprocessing(opt.arch, opt.image_size))
     bad_files = sorted({path for dataset in splits.values() for path in dataset.bad_files})
     if bad_files and context.is_main:
         print(f"skipped {len(bad_files)} files that are not readable images (first: {bad_files[0]})")
     # --init_from replaces the ImageNet weights: they are not read then.
     model = architectures.select(opt.arch, opt.embed_dim, pretrained=not opt.not_pretrained and not opt.init_from,
-                                 pretrained_weights=opt.pretrained_weights, head=opt.head).to(device)
+                                 pretrained_weights=opt.pretrained_weights, head=opt.head, pooling=opt.pooling,
+                                 image_size=opt.image_size).to(device)
     if opt.init_from is not None:
         evaluation.networks.load_into(model, opt.init_from, f"--init_from {opt.init_from}")
     criterion = criteria.select(**parameters.criterion_arguments(opt, splits["train"].n_classes)).to(device)
@@ -82,14 +83,15 @@ def train_on(opt, context):
     if opt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = training.build_optimizer(model, criterion, opt.optim, opt.lr, opt.fc_lr if opt.fc_lr >= 0 else None,
-                                         opt.decay)
-    scheduler = (torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=opt.tau, gamma=opt.gamma)
-                 if opt.scheduler == "step" else None)
+                                         opt.decay, opt.layer_decay)
     with parameters.errors_as_flags():
         sampler = SeededBatches(datasampler.select(opt.data_sampler, splits["train"].labels, opt.bs,
                                                    opt.samples_per_class, opt.seed))
     if context.world_size > 1:
         sampler = distributed.RankShare(sampler, context.rank, context.world_size)
+    scheduler = training.LearningRateSchedule(optimizer, opt.scheduler, opt.tau, opt.gamma,
+                                              total_steps=opt.n_epochs * len(sampler),
+                                              warmup_steps=round(opt.warmup_epochs * len(sampler)))
     # Loaders draw their worker seeds from their own generators, not from the training RNG.
     loader_options = {"num_workers": opt.kernels, "pin_memory": device.type == "cuda",
                       "persistent_workers": opt.kernels > 0}
@@ -130,8 +132,7 @@ def epochs(opt, context, run, splits, model, teacher, criterion, optimizer, sche
         architectures.load_weights(model, state, run.last_checkpoint)
         criterion.load_state_dict(state["criterion"])
         optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict({**state["scheduler"], "milestones": Counter(state["scheduler"]["milestones"])})
+        scheduler.load_state_dict(state.get("scheduler"))
         checkpoints.restore_rng(state["rng"])
         record.update({key: state.get(key, value) for key, value in record.items() if key != "bad_files"})
         best.records = dict(state["best"])
@@ -165,9 +166,8 @@ def epochs(opt, context, run, splits, model, teacher, criterion, optimizer, sche
         state = {"criterion": criterion.state_dict(), "optimizer": optimizer.state_dict(),
                  "rng": checkpoints.rng_state(), "best": best.records,
                  **{key: value for key, value in record.items() if key != "bad_files"}, **reached}
-        if scheduler is not None:
-            # weights_only loading accepts plain dicts, not the scheduler's Counter of milestones.
-            state["scheduler"] = {**scheduler.state_dict(), "milestones": dict(scheduler.milestones)}
+        if scheduler.state_dict() is not None:
+            state["scheduler"] = scheduler.state_dict()
         if keep_last:
             run.save_checkpoint("checkpoint_last.pth", model, epoch, config, state)
         if opt.save_every and epoch and epoch % opt.save_every == 0:
@@ -178,7 +178,7 @@ def epochs(opt, context, run, splits, model, teacher, criterion, optimizer, sche
     evaluated = finish_epoch(0) if state is None else {}
     step = training.TrainingStep(model, teacher and teacher.network, criterion, optimizer, amp=opt.amp,
                                  channels_last=opt.channels_last, compile=opt.compile,
-                                 skip_nonfinite=opt.skip_nonfinite)
+                                 skip_nonfinite=opt.skip_nonfinite, clip_grad=opt.clip_grad, schedule=scheduler)
     for epoch in range(record["epoch"], opt.n_epochs):
         distributed.sync_random_state()  # rank 0 alone evaluated: its generators may have moved
         model.set_backbone_trainable(epoch >= opt.freeze_backbone_epochs)
@@ -191,11 +191,10 @@ def epochs(opt, context, run, splits, model, teacher, criterion, optimizer, sche
                             f"{run.last_checkpoint} is kept; lower --lr or --kd_lambda, or pass --skip_nonfinite "
                             "to skip such batches") from None
         record["skipped_batches"] += losses["skipped_batches"]
-        if scheduler is not None:
-            scheduler.step()
+        scheduler.after_epoch()
         if teacher is not None:
             teacher.refresh(model)
-        training_row = {"epoch": epoch + 1, **losses, "lr": optimizer.param_groups[0]["lr"],
+        training_row = {"epoch": epoch + 1, **losses, "lr": opt.lr * scheduler.factor(),
                         "seconds": round(time.time() - started, 1)}
         run.append("training.csv", training_row)
         log.online({f"train/{term}": value for term, value in losses.items()}, epoch + 1)

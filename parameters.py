@@ -20,6 +20,7 @@ import datasets
 import diffusion
 import evaluation
 import evaluation.protocols
+import training
 from errors import CommandParser, UserError
 from registry import UnknownName
 
@@ -72,24 +73,42 @@ def build_parser():
     speed.add_argument("--compile", action="store_true", help="torch.compile the student and teacher forward")
 
     optimisation = parser.add_argument_group("optimisation")
-    optimisation.add_argument("--optim", default="adam", choices=["adam", "sgd"])
+    optimisation.add_argument("--optim", default="adam", choices=list(training.OPTIMIZERS),
+                              help="adamw: decoupled weight decay, none on biases, norms, position embeddings and "
+                                   "class tokens (the ViT recipe)")
     optimisation.add_argument("--lr", type=float, default=1e-5)
     optimisation.add_argument("--fc_lr", type=float, default=-1,
                               help="learning rate of the embedding layer; negative: same as --lr")
     optimisation.add_argument("--decay", type=float, default=4e-4, help="weight decay")
-    optimisation.add_argument("--scheduler", default="step", choices=["step", "none"])
+    optimisation.add_argument("--scheduler", default="step", choices=["step", "cosine", "none"],
+                              help="step: x --gamma at the epochs --tau; cosine: linear warm-up over --warmup_epochs, "
+                                   "then half a cosine to 0 at the last step, stepped every step")
     optimisation.add_argument("--tau", type=int, nargs="*", default=[],
                               help="epochs at which the learning rate is multiplied by --gamma")
     optimisation.add_argument("--gamma", type=float, default=0.3)
+    optimisation.add_argument("--warmup_epochs", type=float, default=0.0,
+                              help="--scheduler cosine: epochs (fractions allowed) of linear warm-up")
+    optimisation.add_argument("--layer_decay", type=float, default=1.0,
+                              help="layer-wise learning-rate decay: a backbone block at depth l of L trains at "
+                                   "lr * layer_decay^(L+1-l); 1: off")
+    optimisation.add_argument("--clip_grad", type=float, default=0.0,
+                              help="clip the gradient norm of the trained parameters to this; 0: off")
 
     network = parser.add_argument_group("network")
     network.add_argument("--arch", default="resnet50_frozen_normalize", type=_arch,
-                         help=f"one of {', '.join(architectures.names())} plus any of "
+                         help=f"one of {', '.join(architectures.names())}, or timm:<model name> (e.g. "
+                              f"timm:vit_small_patch16_224.dino), plus any of "
                               f"{', '.join('_' + s for s in architectures.SUFFIXES)}")
     network.add_argument("--embed_dim", type=int, default=128)
     network.add_argument("--not_pretrained", action="store_true", help="random initialisation")
     network.add_argument("--pretrained_weights", default=None,
                          help="ImageNet weights file (default: the torch hub cache)")
+    network.add_argument("--pooling", default="auto", choices=architectures.POOLINGS,
+                         help="what feeds the head: auto (the backbone's own: a ViT's class token, a CNN's average "
+                              "map), avg (average of the feature map, + max with _double), class_token, patch_mean")
+    network.add_argument("--image_size", type=int, default=None,
+                         help="input size (crop) instead of the backbone's pretrained one; a ViT's position "
+                              "embedding is resampled to it")
     network.add_argument("--head", default="linear", choices=list(architectures.HEADS),
                          help="embedding head: linear projection (the paper's), + BatchNorm1d, "
                               "two-layer MLP, or residual MLP block + projection")
@@ -198,8 +217,9 @@ def _add_hyperparameters(group, prefix, hyperparameters):
 
 def _arch(value):
     try:
-        architectures.parse_arch(value)
-    except ValueError as error:
+        name, _ = architectures.parse_arch(value)
+        architectures.backbone(name)  # a timm model that timm does not know is refused here
+    except (ValueError, UserError) as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return value
 
@@ -301,6 +321,9 @@ def _no_effect(opt):
     if opt.scheduler == "step" and late:
         warnings.append(f"--tau {' '.join(map(str, late))} at or after --n_epochs {opt.n_epochs}: "
                         "the learning rate never steps there")
+    if opt.warmup_epochs and opt.scheduler != "cosine":
+        warnings.append(f"--warmup_epochs {opt.warmup_epochs:g} warms up --scheduler cosine only; "
+                        f"--scheduler {opt.scheduler} ignores it")
     if opt.PSD and opt.n_epochs == 1:
         warnings.append("--PSD with --n_epochs 1: the distillation weight epoch / n_epochs is 0 in the only epoch, "
                         "so it has no effect")
@@ -403,6 +426,14 @@ def _check(opt):
         problems.append(f"--diffusion_w must lie in [0, 1), got {opt.diffusion_w}")
     if not 0 < opt.tv_split_perc < 1:
         problems.append(f"--tv_split_perc must lie in (0, 1), got {opt.tv_split_perc}")
+    if not 0 < opt.layer_decay <= 1:
+        problems.append(f"--layer_decay must lie in (0, 1] (1: off), got {opt.layer_decay}")
+    if opt.clip_grad < 0:
+        problems.append(f"--clip_grad must be 0 (off) or positive, got {opt.clip_grad}")
+    if opt.image_size is not None and opt.image_size < 8:
+        problems.append(f"--image_size must be at least 8 pixels, got {opt.image_size}")
+    if not 0 <= opt.warmup_epochs < opt.n_epochs and opt.scheduler == "cosine":
+        problems.append(f"--warmup_epochs must lie in [0, --n_epochs {opt.n_epochs}), got {opt.warmup_epochs}")
     if opt.freeze_backbone_epochs < 0:
         problems.append(f"--freeze_backbone_epochs must be 0 or more, got {opt.freeze_backbone_epochs}")
     if opt.resume is not None and opt.save_checkpoints not in ("last_and_best", "last"):

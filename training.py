@@ -2,15 +2,19 @@
 precision, compilation and data-parallel options, the optimiser, seeding and determinism, and
 the progress lines of a run without a terminal."""
 import datetime
+import functools
+import math
 import os
 import random
 import time
+from collections import Counter
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import distributed
+from errors import UserError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -27,11 +31,15 @@ class TrainingStep:
     amp "bf16" / "fp16" runs the networks under autocast (fp16 with a gradient scaler); the loss, the
     diffusion solve and the metrics stay in float32. `compile` wraps the networks' forward in
     torch.compile. Under torchrun the embeddings are gathered across ranks and the gradients averaged.
+    `clip_grad` > 0 clips the gradient norm of all trained parameters (after averaging, before the
+    step); a per-step `schedule` (cosine) advances after each step.
     """
 
     def __init__(self, model, teacher, criterion, optimizer, amp=None, channels_last=False, compile=False,
-                 skip_nonfinite=False):
+                 skip_nonfinite=False, clip_grad=0.0, schedule=None):
         self.model, self.teacher, self.criterion, self.optimizer = model, teacher, criterion, optimizer
+        self.clip_grad = clip_grad
+        self.schedule = schedule
         self.student_forward = torch.compile(model) if compile else model
         self.teacher_forward = torch.compile(teacher) if compile and teacher is not None else teacher
         self.amp_dtype = AMP_DTYPES.get(amp)
@@ -63,21 +71,116 @@ class TrainingStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         distributed.average_gradients(self.parameters)
+        if self.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.schedule is not None:
+            self.schedule.after_step()
         return loss
 
 
-def build_optimizer(model, criterion, name="adam", lr=1e-5, head_lr=None, decay=4e-4):
-    """Adam or SGD (momentum 0.9) over the backbone at `lr`, the embedding head at `head_lr`
-    (default: lr) and the criterion's learnt parameters at their own lr without weight decay."""
-    groups = [{"params": model.backbone_parameters(), "lr": lr},
-              {"params": model.head_parameters(), "lr": lr if head_lr is None else head_lr}] + criterion.optim_groups()
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=decay)
+def build_optimizer(model, criterion, name="adam", lr=1e-5, head_lr=None, decay=4e-4, layer_decay=1.0):
+    """The optimiser over the backbone at `lr`, the embedding head at `head_lr` (default: lr) and the
+    criterion's learnt parameters at their own lr without weight decay.
+
+    adam and sgd (momentum 0.9) decay every weight, as the released code does. adamw (decoupled
+    weight decay, the ViT recipe) leaves biases and norms (the 1-D parameters) and the backbone's
+    position embeddings and class tokens undecayed, as timm does. `layer_decay` d < 1 scales the
+    learning rate of a backbone parameter at depth l (0: the stem, then one per block, L the deepest)
+    by d ** (L + 1 - l), the embedding head sitting at L + 1: timm's param_groups_layer_decay rule."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimiser {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    scale = {}
+    if layer_decay != 1:
+        depths = model.backbone_layers()
+        if depths is None:
+            raise UserError(f"--layer_decay needs a backbone made of blocks (the ResNets, se_resnext50, timm models); "
+                            f"--arch {model.arch} has no layer groups: drop --layer_decay")
+        top = max(depths.values()) + 1
+        scale = {parameter: layer_decay ** (top - depths[parameter]) for parameter in depths}
+    undecayed = model.no_weight_decay()
+
+    def groups(named_parameters, group_lr):
+        """One group a (learning-rate scale, decayed or not), in the parameters' order."""
+        buckets = {}
+        for parameter_name, parameter in named_parameters:
+            decayed = name != "adamw" or not (parameter.ndim <= 1 or parameter_name in undecayed)
+            buckets.setdefault((scale.get(parameter_name, 1.0), decayed), []).append(parameter)
+        return [{"params": params, "lr": group_lr * factor, **({} if decayed else {"weight_decay": 0.0})}
+                for (factor, decayed), params in buckets.items()]
+
+    head = [(f"head.{index}", parameter) for index, parameter in enumerate(model.head_parameters())]
+    all_groups = (groups(model.named_backbone_parameters(), lr) + groups(head, lr if head_lr is None else head_lr)
+                  + criterion.optim_groups())
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, weight_decay=decay, momentum=0.9)
-    raise ValueError(f"unknown optimiser {name!r}; choose adam or sgd")
+        return torch.optim.SGD(all_groups, lr=lr, weight_decay=decay, momentum=0.9)
+    return OPTIMIZERS[name](all_groups, lr=lr, weight_decay=decay)
+
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+def warmup_cosine(step, warmup_steps, total_steps):
+    """The learning-rate factor of optimiser step `step` (from 0): a linear rise to 1 over
+    `warmup_steps`, then half a cosine from 1 to 0 at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class LearningRateSchedule:
+    """--scheduler: "step" multiplies the learning rates by `gamma` at the epochs `milestones`, after
+    each epoch (the released MultiStepLR); "cosine" warms up over `warmup_steps` optimiser steps and
+    then follows half a cosine to 0 at `total_steps`, after each step; "none" keeps them."""
+
+    def __init__(self, optimizer, name="step", milestones=(), gamma=0.3, total_steps=1, warmup_steps=0):
+        self.name = name
+        self.optimizer = optimizer
+        if name == "step":
+            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
+        elif name == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, functools.partial(warmup_cosine, warmup_steps=warmup_steps, total_steps=total_steps))
+        elif name == "none":
+            self.scheduler = None
+        else:
+            raise ValueError(f"unknown scheduler {name!r}; choose step, cosine or none")
+
+    def after_step(self):
+        if self.name == "cosine":
+            self.scheduler.step()
+
+    def after_epoch(self):
+        if self.name == "step":
+            self.scheduler.step()
+
+    def factor(self) -> float:
+        """The current learning rates over the initial ones."""
+        if self.scheduler is None:
+            return 1.0
+        group = self.optimizer.param_groups[0]
+        return group["lr"] / group["initial_lr"] if group["initial_lr"] else 1.0
+
+    def state_dict(self) -> dict | None:
+        if self.scheduler is None:
+            return None
+        # weights_only loading takes plain dicts: not the milestones' Counter, nor the lambdas
+        state = {key: value for key, value in self.scheduler.state_dict().items() if key != "lr_lambdas"}
+        if self.name == "step":
+            state["milestones"] = dict(self.scheduler.milestones)
+        return state
+
+    def load_state_dict(self, state):
+        if self.scheduler is None or state is None:
+            return
+        if self.name == "step":
+            state = {**state, "milestones": Counter(state["milestones"])}
+        else:
+            state = {**state, "lr_lambdas": [None] * len(self.optimizer.param_groups)}
+        self.scheduler.load_state_dict(state)
 
 
 def configure_determinism(deterministic):

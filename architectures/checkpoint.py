@@ -1,34 +1,38 @@
-"""What network a checkpoint holds: recorded as arch, head and embed_dim, checked when loading."""
+"""What network a checkpoint holds: recorded as arch, head, embed_dim, pooling and image_size,
+checked when loading."""
 import torch
 from torch import nn
 
 from architectures.pretrained import mismatches
 from errors import UserError
 
-DESCRIPTION = ("arch", "head", "embed_dim")
-DEFAULT_HEAD = "linear"  # checkpoints written before --head existed
+DESCRIPTION = ("arch", "head", "embed_dim", "pooling", "image_size")
+# what checkpoints written before --head, --pooling and --image_size existed hold
+DEFAULTS = {"head": "linear", "pooling": "auto", "image_size": None}
 
 
 def describe(network: nn.Module) -> dict:
-    """{"arch", "head", "embed_dim"}: stored in every checkpoint, enough to build the network again."""
-    return {"arch": network.arch, "head": network.head, "embed_dim": network.embed_dim}
+    """{"arch", "head", "embed_dim", "pooling", "image_size"}: stored in every checkpoint, enough to
+    build the network again."""
+    return {key: getattr(network, key) for key in DESCRIPTION}
 
 
 def recorded(checkpoint: dict) -> dict:
-    """The description a checkpoint records (head "linear" where it predates --head)."""
-    return {"arch": checkpoint.get("arch"), "head": checkpoint.get("head", DEFAULT_HEAD),
-            "embed_dim": checkpoint.get("embed_dim")}
+    """The description a checkpoint records (the defaults for what it predates)."""
+    return {key: checkpoint.get(key, DEFAULTS.get(key)) for key in DESCRIPTION}
 
 
 def as_flags(description: dict) -> str:
-    return " ".join(f"--{key} {description[key]}" for key in DESCRIPTION)
+    """arch, head and embed_dim as flags, pooling and image_size where not their defaults."""
+    return " ".join(f"--{key} {description[key]}" for key in DESCRIPTION
+                    if key in ("arch", "head", "embed_dim") or description[key] != DEFAULTS[key])
 
 
 def load_weights(network: nn.Module, checkpoint: dict, source: str) -> None:
     """Load checkpoint["network"] into `network`, or say in one line which network `source` holds."""
     stored = recorded(checkpoint)
     wanted = describe(network)
-    known = {key: value for key, value in stored.items() if value is not None}
+    known = {key: value for key, value in stored.items() if value is not None or key == "image_size"}
     if any(wanted[key] != value for key, value in known.items()):
         raise UserError(f"{source} holds {as_flags(stored)}, not {as_flags(wanted)}; "
                         "give the flags of the run that wrote it")

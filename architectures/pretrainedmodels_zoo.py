@@ -26,6 +26,6 @@ def bninception():
 
 @register("se_resnext50", url="http://data.lip6.fr/cadene/pretrainedmodels/se_resnext50_32x4d-a260b3a4.pth",
           features=own_features, classifier="last_linear", library="pretrainedmodels",
-          preprocessing=imagenet_preprocessing())
+          preprocessing=imagenet_preprocessing(), layer_groups={"stem": r"^layer0\.", "blocks": r"^layer(\d+)\.(\d+)"})
 def se_resnext50():
     return _pretrainedmodels().se_resnext50_32x4d(pretrained=None)

@@ -20,13 +20,16 @@ def imagenet_preprocessing(mean=IMAGENET_MEAN, std=IMAGENET_STD, channel_order="
 class Backbone:
     """How to build a backbone, run it up to its last feature map, and find its ImageNet weights."""
     build: Callable[[], nn.Module]  # randomly initialised, with its ImageNet classifier still attached
-    features: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # images -> last feature map
-    classifier: str  # attribute holding the ImageNet classifier, which the embedding head replaces
-    library: str  # whose weights files these are: torchvision or pretrainedmodels
+    features: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # images -> last feature map (or tokens)
+    classifier: str | None  # attribute holding the ImageNet classifier, which the embedding head replaces
+    library: str  # whose weights files these are: torchvision, pretrainedmodels or timm
     url: str  # the ImageNet weights; the torch hub cache keeps them under the URL's file name
     preprocessing: dict  # input size, channel order and normalisation the weights were trained with
     other_files: tuple[str, ...] = ()  # the same weights under the older names pretrainedmodels used
     unused_weights: tuple[str, ...] = ()  # key prefixes of the weights file the backbone has no module for
+    # timm's group matcher of the backbone's parameters, stem then blocks, for --layer_decay (timm
+    # models bring their own)
+    layer_groups: dict | None = None
 
 
 def natural_order(names):

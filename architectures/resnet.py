@@ -13,7 +13,8 @@ def resnet_features(resnet, images):
 
 
 TORCHVISION_RESNET = {"features": resnet_features, "classifier": "fc", "library": "torchvision",
-                      "preprocessing": imagenet_preprocessing()}
+                      "preprocessing": imagenet_preprocessing(),
+                      "layer_groups": {"stem": r"^conv1|^bn1", "blocks": r"^layer(\d+)\.(\d+)"}}  # as timm's ResNet
 
 
 @register("resnet18", url=ResNet18_Weights.IMAGENET1K_V1.url, other_files=("resnet18-5c106cde.pth",),

@@ -61,7 +61,7 @@ def step_times(args, device):
     for name, flags in RUNS.items():
         opt = parameters.parse(["--n_epochs", "2", "--embed_dim", str(args.embed_dim), *flags])
         torch.manual_seed(0)
-        model = architectures.select(args.arch, args.embed_dim, pretrained=False).to(device)
+        model = architectures.select(args.arch, args.embed_dim, pretrained=False, image_size=args.image_size).to(device)
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.train()

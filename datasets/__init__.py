@@ -40,7 +40,7 @@ def default_protocol(name: str) -> str:
 def select(name: str, source: str | None, *, augmentation: str = "base", crop_size: int = 224,
            resize_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD, use_tv_split: bool = False,
            tv_split_perc: float = 0.8, tv_split_by_samples: bool = False, on_bad_image: str = "fail",
-           workers: int = 0, channel_order: str = "RGB", input_range: float = 1.0,
+           workers: int = 0, channel_order: str = "RGB", input_range: float = 1.0, interpolation: str = "bilinear",
            holdout_classes: int = 0, lists: dict | None = None) -> dict[str, ImageDataset]:
     """{"train", "val" (with use_tv_split), "test"} or, for a dataset evaluated query against
     gallery, {"train", "val", "query", "gallery"}: train with `augmentation`, the others with the
@@ -57,7 +57,8 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
     if augmentation not in AUGMENTATIONS:
         raise UserError(f"unknown augmentation {augmentation!r}; choose one of {', '.join(AUGMENTATIONS)}")
     preprocessing = replace(Preprocessing(crop_size, resize_size, tuple(mean), tuple(std),
-                                          channel_order=channel_order, input_range=input_range),
+                                          channel_order=channel_order, input_range=input_range,
+                                          interpolation=interpolation),
                             **loader.preprocessing)
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise UserError(f"unknown --on_bad_image {on_bad_image!r}; choose one of {', '.join(BAD_IMAGE_POLICIES)}")

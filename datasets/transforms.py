@@ -8,6 +8,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUGMENTATIONS = ("base", "adv", "big", "red")
 CHANNEL_ORDERS = ("RGB", "BGR")
+INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+                  "nearest": T.InterpolationMode.NEAREST}
 
 
 @dataclass(frozen=True)
@@ -39,17 +41,25 @@ class Preprocessing:
     # pixels in [0, 255], with mean and std given in that order and scale.
     channel_order: str = "RGB"
     input_range: float = 1.0
+    # the resampling of resizes and crops: bilinear (torchvision's), bicubic for timm's ViTs and ConvNeXts
+    interpolation: str = "bilinear"
 
     def __post_init__(self):
         if self.channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"channel_order must be one of {', '.join(CHANNEL_ORDERS)}, not {self.channel_order!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, not {self.interpolation!r}")
+
+    @property
+    def _mode(self) -> T.InterpolationMode:
+        return INTERPOLATIONS[self.interpolation]
 
     def training(self, augmentation: str) -> T.Compose:
         crop = self._crop(augmentation)
         if augmentation == "red":
-            steps = [T.Resize(self._resize(crop)), T.RandomCrop(crop)]
+            steps = [T.Resize(self._resize(crop), interpolation=self._mode), T.RandomCrop(crop)]
         else:
-            steps = [T.RandomResizedCrop(crop, scale=self.crop_scale)]
+            steps = [T.RandomResizedCrop(crop, scale=self.crop_scale, interpolation=self._mode)]
         if self.flip:
             steps.append(T.RandomHorizontalFlip())
         if augmentation == "adv":
@@ -58,7 +68,7 @@ class Preprocessing:
 
     def evaluation(self, augmentation: str) -> T.Compose:
         crop = self._crop(augmentation)
-        return self._to_normalised_tensor([T.Resize(self._resize(crop)), T.CenterCrop(crop)])
+        return self._to_normalised_tensor([T.Resize(self._resize(crop), interpolation=self._mode), T.CenterCrop(crop)])
 
     def _crop(self, augmentation: str) -> int:
         # "big" trains and evaluates on 256-pixel crops where the others use 224, as the reference does

@@ -117,7 +117,7 @@ def describe(state):
 def evaluation_transform(checkpoint):
     """The evaluation preprocessing of the network's backbone, with the overrides of the dataset it
     was trained on (e.g. digits' small crops)."""
-    overrides = dict(architectures.preprocessing(checkpoint.arch))
+    overrides = dict(architectures.preprocessing(checkpoint.arch, checkpoint.config.get("image_size")))
     dataset = checkpoint.config.get("dataset")
     if dataset in datasets.LOADERS:
         overrides |= datasets.LOADERS[dataset].preprocessing

@@ -63,7 +63,8 @@ def evaluation_splits(opt):
     splits = datasets.select(opt.dataset, opt.source, augmentation=opt.augmentation, use_tv_split=True,
                              tv_split_perc=opt.tv_split_perc, tv_split_by_samples=True,
                              on_bad_image=opt.on_bad_image, workers=opt.kernels,
-                             lists=parameters.dataset_lists(opt), **architectures.preprocessing(opt.arch))
+                             lists=parameters.dataset_lists(opt),
+                             **architectures.preprocessing(opt.arch, opt.image_size))
     return splits["val"], splits["train"].with_transform(splits["val"].transform)
 
 

@@ -67,7 +67,7 @@ def test_a_saved_config_loads_back_to_the_same_flags(tmp_path):
     ("run.yaml", "PSD: 'yes'\n", ["--PSD is a switch, its value must be true or false"]),
     ("run.yaml", "lr: null\n", ["null is not a value of --lr"]),
     ("run.yaml", "tau: {a: 1}\n", ["--tau takes a list of plain values"]),
-    ("run.yaml", "optim: adamw\n", ["--optim: invalid choice: 'adamw'"]),
+    ("run.yaml", "optim: lamb\n", ["--optim: invalid choice: 'lamb'"]),
     ("run.yaml", "bs: 111\n", ["--bs 111 is not a multiple of --samples_per_class 2"]),
     ("run.yaml", "- bs\n- 112\n", ["holds a list, not a mapping"]),
     ("run.yaml", "bs: [112\n", ["is not valid YAML"]),

@@ -18,20 +18,24 @@ import training
 from tests.test_main import DIGITS, REPO, read_csv
 
 GLOBAL_BATCH, SAMPLES_PER_CLASS, WORLD = 8, 2, 2
+OBD_SD = ["--loss", "multisimilarity", "--PSD", "--OBDP", "--diffusion_w", "0.9"]
 CRITERIA = {  # name: flags; the distillation term (epoch 1 of 2) is on in all of them
-    "multisimilarity+PSD+OBDP": ["--loss", "multisimilarity", "--PSD", "--OBDP", "--diffusion_w", "0.9"],
+    "multisimilarity+PSD+OBDP": OBD_SD,
     "margin (random mining, learned beta)+PSD+OBDP": ["--loss", "margin", "--batch_mining", "distance",
                                                       "--PSD", "--OBDP", "--diffusion_k", "3",
                                                       "--diffusion_solver", "iterative"],
     "proxyanchor (proxies)+PSD": ["--loss", "proxyanchor", "--PSD"],
+    "timm ViT, multisimilarity+PSD+OBDP": ["--arch", "timm:vit_tiny_patch16_224_normalize", *OBD_SD],
+    "timm ConvNeXt, multisimilarity+PSD+OBDP": ["--arch", "timm:convnext_atto_normalize", *OBD_SD],
 }
 
 
 def one_step(flags, rank=0, world_size=1):
     """Loss and gradients of one TrainingStep on this rank's share of a fixed global batch."""
-    opt = parameters.parse(["--n_epochs", "2", "--kd_lambda", "10", "--embed_dim", "8", *flags])
+    opt = parameters.parse(["--n_epochs", "2", "--kd_lambda", "10", "--embed_dim", "8",
+                            "--arch", "resnet18_frozen_normalize", *flags])
     torch.manual_seed(0)
-    model = architectures.select("resnet18_frozen_normalize", 8, pretrained=False)
+    model = architectures.select(opt.arch, 8, pretrained=False, image_size=32)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     with torch.no_grad():  # a teacher that differs from the student
         for parameter in teacher.parameters():

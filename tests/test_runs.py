@@ -40,16 +40,22 @@ def ctrl_c_raises():
     signal.signal(signal.SIGINT, previous)
 
 
+# a tiny ViT with the ViT recipe: AdamW, a per-step cosine schedule with warm-up, layer decay, clipping
+VIT_RECIPE = ["--arch", "timm:vit_tiny_patch16_224_normalize", "--image_size", "32", "--optim", "adamw",
+              "--scheduler", "cosine", "--warmup_epochs", "0.5", "--layer_decay", "0.75", "--clip_grad", "3"]
+
+
 @pytest.mark.slow
-def test_runs_killed_at_random_moments_resume_to_the_same_metrics(tmp_path):
+@pytest.mark.parametrize("flags, kills", [([], 3), (VIT_RECIPE, 1)], ids=["resnet18", "vit_tiny"])
+def test_runs_killed_at_random_moments_resume_to_the_same_metrics(tmp_path, flags, kills):
     began = time.time()
-    reference = start(DIGITS + ["--save_path", str(tmp_path), "--savename", "reference"])
+    reference = start(DIGITS + flags + ["--save_path", str(tmp_path), "--savename", "reference"])
     assert reference.wait(timeout=600) == 0, reference.stderr.read()
     duration = time.time() - began
     expected = (tmp_path / "reference" / "metrics.csv").read_text()
-    moments = random.Random(0).sample(range(15, 95), 3)
+    moments = random.Random(0).sample(range(15, 95), kills)
     for moment in moments:
-        argv = DIGITS + ["--save_path", str(tmp_path), "--savename", f"killed_{moment}", "--resume"]
+        argv = DIGITS + flags + ["--save_path", str(tmp_path), "--savename", f"killed_{moment}", "--resume"]
         victim = start(argv)
         time.sleep(duration * moment / 100)
         victim.send_signal(signal.SIGKILL)

@@ -108,7 +108,7 @@ def test_every_backbone_with_every_suffix(backbone, suffix):
 def test_every_head_embeds_and_trains(head):
     network = architectures.select("resnet18_frozen_normalize", EMBED_DIM, pretrained=False, head=head)
     assert architectures.describe(network) == {"arch": "resnet18_frozen_normalize", "head": head,
-                                               "embed_dim": EMBED_DIM}
+                                               "embed_dim": EMBED_DIM, "pooling": "auto", "image_size": None}
     head_parameters, backbone_parameters = network.head_parameters(), network.backbone_parameters()
     assert len(head_parameters) + len(backbone_parameters) == len(list(network.parameters()))
     assert not {id(p) for p in head_parameters} & {id(p) for p in backbone_parameters}
@@ -213,7 +213,7 @@ def test_set_backbone_trainable_keeps_frozen_batchnorm_frozen():
 @pytest.mark.parametrize("backbone", architectures.names())
 def test_preprocessing_of_each_backbone(backbone):
     expected = {"crop_size": 224, "resize_size": 256, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
-                "channel_order": "RGB", "input_range": 1.0}
+                "channel_order": "RGB", "input_range": 1.0, "interpolation": "bilinear"}
     if backbone == "bninception":
         expected.update(mean=(104, 117, 128), std=(1, 1, 1), channel_order="BGR", input_range=255.0)
     elif backbone == "googlenet":
@@ -399,7 +399,8 @@ def test_one_digits_epoch(tmp_path, network_flags, monkeypatch):
     assert 0 <= summary["final"]["test"]["e_recall@1"] <= 1
     checkpoint = torch.load(tmp_path / "run" / "checkpoint_last.pth", weights_only=True)
     network = architectures.from_checkpoint(checkpoint)
-    assert architectures.describe(network) == {"arch": opt.arch, "head": opt.head, "embed_dim": 16}
+    assert architectures.describe(network) == {"arch": opt.arch, "head": opt.head, "embed_dim": 16, "pooling": "auto",
+                                               "image_size": None}
     if opt.freeze_backbone_epochs:
         # Only the head trained: the backbone's BatchNorm statistics are still those of a new layer.
         assert network.model.bn1.num_batches_tracked == 0 and torch.all(network.model.bn1.running_var == 1)
