@@ -84,7 +84,7 @@ def test_psd_and_margin_rows_mirror_the_128d_runs(runs):
 
 
 def test_every_config_file_runs_once_a_seed_with_only_the_per_run_flags_added():
-    commands = dry_run(seeds="0 1", datapath="/data", gpu="1")
+    commands = dry_run(seeds="0 1", datapath="/data", gpu="1") + dry_run("vit", seeds="0 1", datapath="/data", gpu="1")
     configs = sorted(os.listdir(CONFIGS))
     assert sorted(command[3] for command in commands) == sorted(f"Sample_Runs/configs/{name}" for name in configs * 2)
     for command in commands:
@@ -122,3 +122,41 @@ def test_an_unknown_word_stops_the_script_before_anything_runs(tmp_path, words):
 
 def test_options_are_accepted_in_any_position():
     assert dry_run("cub", "--dry-run") == dry_run("--dry-run", "cub")
+
+
+VIT_DATASETS = {"CUB": "cub200", "CARS": "cars196", "SOP": "online_products", "INSHOP": "inshop"}
+
+
+def readme_vit_table():
+    """{data: (n_epochs, kd_lambda, diffusion_w, diffusion_tau)} of the README's table of the ViT runs."""
+    with open(os.path.join(REPO, "README.md")) as handle:
+        rows = [line.strip().strip("|").split("|") for line in handle if re.match(r"^\| `VIT_\w+` \|", line)]
+    table = {}
+    for name, epochs, kd_lambda, diffusion in rows:
+        w, tau = diffusion.split(",")
+        table[name.strip(" `").removeprefix("VIT_")] = (int(epochs), float(kd_lambda), float(w), float(tau))
+    return table
+
+
+def test_the_vit_runs_are_those_of_the_readme():
+    runs = {}
+    for command in dry_run("vit", seeds="0", datapath="/data"):
+        opt = parameters.parse([os.path.join(REPO, word) if word.startswith("Sample_Runs/") else word
+                                for word in command[2:]])
+        runs[opt.savename.removesuffix("_s0")] = opt
+    assert sorted(runs) == sorted(f"VIT_{data}_MS_{kind}" for data in VIT_DATASETS
+                                  for kind in ("baseline", "PSD", "OBDSD"))
+    table = readme_vit_table()
+    assert sorted(table) == sorted(VIT_DATASETS)
+    for data, (n_epochs, kd_lambda, diffusion_w, diffusion_tau) in table.items():
+        for kind in ("baseline", "PSD", "OBDSD"):
+            opt = runs[f"VIT_{data}_MS_{kind}"]
+            assert (opt.dataset, opt.arch, opt.embed_dim, opt.n_epochs, opt.bs, opt.samples_per_class) == \
+                (VIT_DATASETS[data], "timm:vit_small_patch16_224.dino_normalize", 384, n_epochs, 112, 2)
+            assert (opt.optim, opt.lr, opt.decay, opt.clip_grad, opt.scheduler, opt.warmup_epochs) == \
+                ("adamw", 3e-5, 0.01, 3.0, "cosine", 1.0)
+            assert (opt.PSD, opt.OBDP) == (kind != "baseline", kind == "OBDSD")
+            if opt.PSD:
+                assert opt.kd_lambda == kd_lambda
+            if opt.OBDP:
+                assert (opt.diffusion_w, opt.diffusion_tau) == (diffusion_w, diffusion_tau)
