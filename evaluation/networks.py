@@ -114,13 +114,17 @@ def describe(state):
     return f"a network this codebase does not build (embed_dim {embed_dim}, first key {next(iter(state), None)})"
 
 
-def evaluation_transform(checkpoint):
-    """The evaluation preprocessing of the network's backbone, with the overrides of the dataset it
-    was trained on (e.g. digits' small crops)."""
+def evaluation_preprocessing(checkpoint):
+    """The Preprocessing values of the network's evaluation input: its backbone's, with the
+    overrides of the dataset it was trained on (e.g. digits' small crops)."""
     overrides = dict(architectures.preprocessing(checkpoint.arch, checkpoint.config.get("image_size")))
     dataset = checkpoint.config.get("dataset")
     if dataset in datasets.LOADERS:
         overrides |= datasets.LOADERS[dataset].preprocessing
-    preprocessing = Preprocessing(**{key: value for key, value in overrides.items()
-                                     if key in Preprocessing.__dataclass_fields__})
-    return preprocessing.evaluation(checkpoint.config.get("augmentation", "base"))
+    return Preprocessing(**{key: value for key, value in overrides.items()
+                            if key in Preprocessing.__dataclass_fields__})
+
+
+def evaluation_transform(checkpoint):
+    """The evaluation preprocessing of the network (evaluation_preprocessing) as a transform."""
+    return evaluation_preprocessing(checkpoint).evaluation(checkpoint.config.get("augmentation", "base"))
