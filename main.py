@@ -15,6 +15,7 @@ docs/architecture.md shows which module owns what. In short, a run:
    evaluation splits evaluated (evaluation/), the best checkpoints kept, checkpoint_last.pth written;
 5. writes summary.json and the PNG reports.
 """
+import glob
 import os
 import shlex
 import signal
@@ -37,7 +38,7 @@ from errors import Interrupted, UserError, run_command
 from evaluation.evaluator import Evaluator
 from evaluation.selection import BestEpochs
 from run_folder import RunFolder
-from run_log import RunLog, online_logging_possible
+from run_log import RunLog, online_logging_possible, tensorboard_available
 
 
 def main(argv=None):
@@ -63,6 +64,8 @@ def train_on(opt, context):
                                       class_balanced=datasampler.draws_class_groups(opt.data_sampler))
     if opt.log_online and context.is_main and not online_logging_possible():
         raise UserError("--log_online needs WANDB_API_KEY in the environment (or WANDB_MODE=offline)")
+    if opt.log_tensorboard and context.is_main and not tensorboard_available():
+        raise UserError("--log_tensorboard needs the tensorboard package: pip install 'tensorboard>=2.14'")
     splits = datasets.select(opt.dataset, opt.source, augmentation=opt.augmentation,
                              use_tv_split=opt.use_tv_split, tv_split_perc=opt.tv_split_perc,
                              tv_split_by_samples=opt.tv_split_by_samples, on_bad_image=opt.on_bad_image,
@@ -144,6 +147,8 @@ def epochs(opt, context, run, splits, model, teacher, criterion, optimizer, sche
     if opt.log_online:
         record["wandb_id"] = log.start_online(opt.project, opt.group, record["wandb_id"], os.path.basename(run.folder),
                                               config, run.folder)
+    if opt.log_tensorboard:
+        log.start_tensorboard(run.folder, purge_step=record["epoch"] + 1 if state is not None else None)
     if context.is_main:
         print(f"run folder: {run.folder}\ntrain: {len(splits['train'])} images, {splits['train'].n_classes} classes"
               + "".join(f" | {split}: {len(dataset)} images" for split, dataset in splits.items() if split != "train")
@@ -230,8 +235,11 @@ def finish(opt, run, log, rows, best, record, evaluated):
         reports = write_run_reports(run.folder, {split: (result.features, result.labels, result.dataset)
                                                  for split, result in evaluated.items()}, opt.seed,
                                     epoch=record["epoch"], selected=best.epochs())
-        log.images(reports)
-        print(f"reports: {', '.join(os.path.basename(path) for path in reports.values())}")
+        log.images(reports, record["epoch"])
+        pages = sorted(glob.glob(os.path.join(run.folder, "retrieval_page_*", "index.html")))  # HTML, not logged
+        names = [os.path.basename(path) for path in reports.values()] + [os.path.relpath(path, run.folder)
+                                                                         for path in pages]
+        print(f"reports: {', '.join(names)}")
     run.write_summary({"run_folder": run.folder, "selection_split": best.split, "selection": best.rule(opt.n_epochs),
                        "protocols": {row["split"]: row.get("protocol", "self") for row in rows},
                        "epochs": opt.n_epochs, "best": summary_best, "final": final,

@@ -26,9 +26,10 @@ from registry import UnknownName
 
 # Flags that do not change what a run computes: a resumed run may set them differently, and runs
 # that differ only in them (and in --seed) are repeats of one experiment for evaluation.summarize.
-OPERATIONAL_FLAGS = {"resume", "resume_force", "overwrite", "kernels", "gpu", "log_online", "project", "group",
-                     "save_path", "savename", "source", "pretrained_weights", "compile", "channels_last", "no_reports",
-                     "save_checkpoints", "progress_every", "train_list", "test_list", "val_list"}
+OPERATIONAL_FLAGS = {"resume", "resume_force", "overwrite", "kernels", "gpu", "log_online", "log_tensorboard",
+                     "project", "group", "save_path", "savename", "source", "pretrained_weights", "compile",
+                     "channels_last", "no_reports", "save_checkpoints", "progress_every", "train_list", "test_list",
+                     "val_list"}
 
 
 def build_parser():
@@ -173,6 +174,9 @@ def build_parser():
                                   help="a best checkpoint is kept for each")
     evaluation_group.add_argument("--log_online", action="store_true",
                                   help="log to Weights & Biases (key from WANDB_API_KEY; WANDB_MODE=offline works)")
+    evaluation_group.add_argument("--log_tensorboard", action="store_true",
+                                  help="log the same scalars and report images offline to <run folder>/tensorboard "
+                                       "(needs the tensorboard package)")
     evaluation_group.add_argument("--evaluation_protocol", default=None, choices=evaluation.protocols.PROTOCOLS,
                                   help="self: each evaluation split against itself; query_gallery: the query images "
                                        "against the gallery (inshop); train_gallery: evaluation images against the "

@@ -1,9 +1,12 @@
 """What a run shows as it goes: the console table of its evaluations and, with Weights & Biases
 on, the same metrics, its training losses, its report images and its best values online.
 W&B stays optional: it is imported only when used, works offline (WANDB_MODE=offline), and its
-key comes from the environment (WANDB_API_KEY) only."""
+key comes from the environment (WANDB_API_KEY) only. With TensorBoard on (--log_tensorboard) the
+same scalars, the epoch as their step, and the report images go to event files in the run
+folder's tensorboard/ (`tensorboard --logdir RUN/tensorboard`)."""
 import os
 
+import numpy as np
 from tqdm import tqdm
 
 
@@ -12,6 +15,7 @@ class RunLog:
         self.enabled = enabled  # under torchrun only rank 0 shows anything
         self.header_printed = False
         self.wandb = None
+        self.tensorboard = None
 
     def start_online(self, project, group, run_id, name, config, folder):
         """Join (or, with run_id, continue) a W&B run; returns its id, for a resumed run to continue it."""
@@ -22,6 +26,16 @@ class RunLog:
         self.wandb = wandb.init(project=project, group=group or None, id=run_id, resume="allow", name=name,
                                 config=config, dir=folder)
         return self.wandb.id
+
+    def start_tensorboard(self, folder, purge_step=None):
+        """Write event files to folder/tensorboard. A resumed run passes purge_step (the first epoch
+        it logs): TensorBoard hides what an interrupted run had logged from there on, which the
+        resumed run logs again."""
+        if not self.enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter  # the tensorboard package, only when asked for
+
+        self.tensorboard = SummaryWriter(os.path.join(folder, "tensorboard"), purge_step=purge_step)
 
     def evaluation(self, row):
         """One console line for an evaluation row (epoch, split, metrics, best_for), re-ranked metrics
@@ -42,18 +56,38 @@ class RunLog:
     def online(self, values, epoch):
         if self.wandb is not None:
             self.wandb.log({**values, "epoch": epoch})
+        if self.tensorboard is not None:
+            for name, value in values.items():
+                self.tensorboard.add_scalar(name, value, epoch)
+            self.tensorboard.flush()  # an interrupted run keeps what it logged
 
-    def images(self, paths):
-        """Report PNGs ({name: path}) as W&B images."""
+    def images(self, paths, epoch=None):
+        """Report PNGs ({name: path}) as W&B images, and TensorBoard images at step `epoch`."""
         if self.wandb is not None and paths:
             import wandb
 
             self.wandb.log({f"reports/{name}": wandb.Image(path) for name, path in paths.items()})
+        if self.tensorboard is not None and paths:
+            from PIL import Image
+
+            for name, path in paths.items():
+                with Image.open(path) as image:
+                    self.tensorboard.add_image(f"reports/{name}", np.asarray(image.convert("RGB")), epoch,
+                                               dataformats="HWC")
+            self.tensorboard.flush()
 
     def finish(self, best):
         if self.wandb is not None:
             self.wandb.summary.update({f"best/{name}": record["value"] for name, record in best.items()})
             self.wandb.finish()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def tensorboard_available():
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 def online_logging_possible():

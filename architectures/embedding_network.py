@@ -90,8 +90,12 @@ class EmbeddingNetwork(nn.Module):
         return pooled.flatten(1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        embeddings = self.after_projection(self.model.last_linear(self.before_projection(
-            self.pool(self.feature_map(images)))))
+        return self.embed_features(self.feature_map(images))
+
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The embeddings of the backbone's features (feature_map's output): pooling, head, norm.
+        Apart so that gradients can be taken with respect to the features (evaluation.explain)."""
+        embeddings = self.after_projection(self.model.last_linear(self.before_projection(self.pool(features))))
         if self.normalize:
             embeddings = F.normalize(embeddings, dim=-1)
         return embeddings

@@ -5,8 +5,12 @@ Each title says which network it shows (the epoch, and the checkpoint when one w
   the selected (best) epochs marked, and below them the training loss of training.csv;
 - retrieval_<split>.png: queries of distinct classes and their k nearest images, green border
   when the class matches the query's, red when not (needs image files or in-memory pixels);
+- retrieval_page_<split>/index.html: the same for up to 100 queries, as a static HTML page of
+  thumbnails with the distances (evaluation.retrieval_page; not among the returned PNGs);
 - tsne_<split>.png: t-SNE of a sample of the embeddings, coloured by class, with a legend (the
   20 classes with most points have their own colour, the others are grey);
+- tsne_thumbnails_<split>.png: the same t-SNE positions with up to 200 of the images as thumbnails
+  (those that would overlap left out), framed in their class's colour (needs images);
 - similarity_<split>.png: cosine similarities between a sample of images, grouped by class;
 - confusion_<split>.png: confusion matrix of leave-one-out majority-vote k-NN classification,
   k taken from the class sizes (the median class size minus one, at most 20, at least 1); with
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 from sklearn.manifold import TSNE
@@ -48,6 +53,8 @@ THUMBNAIL = 96
 RUN_TSNE_POINTS = 300  # with RUN_TSNE_ITERATIONS: a few seconds on 2 cores
 RUN_TSNE_ITERATIONS = 500
 TSNE_COLOURED = 20  # classes with a colour of their own (tab20) in the t-SNE; the others are grey
+TSNE_THUMBNAILS = 200  # at most this many images on the thumbnail t-SNE, fewer where they would overlap
+TSNE_THUMBNAIL = 40  # their size in pixels
 
 
 def _save(figure, path):
@@ -117,8 +124,7 @@ def retrieval_grid(features, labels, read_image, path, n_queries=8, k=5, seed=0,
     classes = rng.permutation(np.unique(labels))[:n_queries]
     queries = np.sort([rng.choice(np.flatnonzero(labels == label)) for label in classes])
     k = min(k, len(features) - 1)
-    found = search(features[queries], features, k + 1)
-    retrieved = [[j for j in row if j != query][:k] for query, row in zip(queries, found)]
+    retrieved = _nearest_others(features, queries, k)
     figure = Figure(figsize=(1.6 * (k + 1), 1.7 * len(queries)), layout="constrained")
     grid = figure.subplots(len(queries), k + 1, squeeze=False)
     for row, (query, neighbours) in enumerate(zip(queries, retrieved)):
@@ -139,17 +145,70 @@ def retrieval_grid(features, labels, read_image, path, n_queries=8, k=5, seed=0,
     return _save(figure, path)
 
 
-def tsne(features, labels, path, max_points=1000, seed=0, iterations=1000, class_names=None, caption=""):
-    """t-SNE of at most max_points random embeddings, coloured by class: the TSNE_COLOURED classes
-    with most points get a colour and a legend entry each, the others are grey; None below 5 points."""
+def _nearest_others(features, queries, k):
+    """Each query row's k nearest other rows (leave-one-out), nearest first."""
+    found = search(features[queries], features, k + 1)
+    return [[j for j in row if j != query][:k] for query, row in zip(queries, found)]
+
+
+def retrieval_page(features, labels, dataset, read_image, folder, n_queries=100, k=5, seed=0, class_names=None,
+                   caption=""):
+    """evaluation.retrieval_page's page of n_queries random images (of distinct classes while there
+    are classes left) and their k nearest other images: folder/index.html."""
+    from evaluation.retrieval_page import Picture, QueryRow, write_page
+
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.unique(labels))[:n_queries]
+    queries = [int(rng.choice(np.flatnonzero(labels == label))) for label in classes]
+    if len(queries) < n_queries:
+        others = np.setdiff1d(np.arange(len(labels)), queries)
+        queries += [int(index) for index in rng.permutation(others)[:n_queries - len(queries)]]
+    queries = np.sort(queries)
+    k = min(k, len(features) - 1)
+    paths = getattr(dataset, "paths", None)
+
+    def picture(index, caption, **details):
+        source, title = (paths[index], os.path.basename(paths[index])) if paths is not None else (read_image(index), "")
+        return Picture(source, caption, _name(class_names, labels[index]), title=title, **details)
+
+    rows = [QueryRow(picture(query, "query"),
+                     [picture(j, f"{rank + 1}", distance=float(np.linalg.norm(features[j] - features[query])),
+                              match=bool(labels[j] == labels[query])) for rank, j in enumerate(neighbours)])
+            for query, neighbours in zip(queries, _nearest_others(features, queries, k))]
+    return write_page(folder, rows, title=f"Retrieval{caption}",
+                      note=f"{len(queries)} random queries of {len(features)} images, each query left out of its "
+                           "own results")
+
+
+def tsne_embedding(features, max_points=1000, seed=0, iterations=1000):
+    """(sample, points): t-SNE positions (points, len(sample) x 2) of at most max_points random
+    embeddings (their indices, sorted: sample); None below 5 points. Computed once for both the
+    coloured points and the thumbnails."""
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(len(features), min(max_points, len(features)), replace=False))
     if len(sample) < 5:
         return None
     points = TSNE(n_components=2, init="pca", learning_rate="auto", perplexity=min(30.0, (len(sample) - 1) / 3),
                   max_iter=iterations, random_state=seed).fit_transform(features[sample])
-    values, classes, counts = np.unique(labels[sample], return_inverse=True, return_counts=True)
-    coloured = np.sort(np.argsort(-counts, kind="stable")[:TSNE_COLOURED])
+    return sample, points
+
+
+def _tsne_colours(sample_labels):
+    """(class values, class index per point, the TSNE_COLOURED class indices with most points)."""
+    values, classes, counts = np.unique(sample_labels, return_inverse=True, return_counts=True)
+    return values, classes, np.sort(np.argsort(-counts, kind="stable")[:TSNE_COLOURED])
+
+
+def tsne(features, labels, path, max_points=1000, seed=0, iterations=1000, class_names=None, caption="",
+         embedding=None):
+    """t-SNE of at most max_points random embeddings, coloured by class: the TSNE_COLOURED classes
+    with most points get a colour and a legend entry each, the others are grey; None below 5 points.
+    `embedding`: tsne_embedding's (sample, points), computed here when None."""
+    embedding = embedding if embedding is not None else tsne_embedding(features, max_points, seed, iterations)
+    if embedding is None:
+        return None
+    sample, points = embedding
+    values, classes, coloured = _tsne_colours(labels[sample])
     figure = Figure(figsize=(7.5, 6), layout="constrained")
     axes = figure.add_subplot()
     others = ~np.isin(classes, coloured)
@@ -163,6 +222,47 @@ def tsne(features, labels, path, max_points=1000, seed=0, iterations=1000, class
                      label=_name(class_names, values[class_index]))
     axes.legend(fontsize=6, markerscale=1.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     axes.set(xticks=[], yticks=[], title=f"t-SNE of {len(sample)} embeddings, {len(values)} classes{caption}")
+    return _save(figure, path)
+
+
+def tsne_thumbnails(embedding, labels, read_image, path, max_images=TSNE_THUMBNAILS, size=TSNE_THUMBNAIL,
+                    seed=0, caption=""):
+    """The images of at most max_images random points of tsne_embedding's (sample, points), drawn as
+    thumbnails at their t-SNE positions, each framed in its class's colour in the t-SNE points plot;
+    a point whose thumbnail would overlap one already drawn is skipped. None without an embedding."""
+    if embedding is None:
+        return None
+    sample, points = embedding
+    _, classes, coloured = _tsne_colours(labels[sample])
+    palette = matplotlib.colormaps["tab20"]
+    colour_of = {class_index: palette(colour) for colour, class_index in enumerate(coloured)}
+    inches, dpi = 10, 100
+    low, high = points.min(axis=0), points.max(axis=0)
+    # positions in framed-thumbnail widths (the axes span about 85% of the figure once the title and
+    # the 5% margins are off): two thumbnails overlap when both coordinates differ by less than 1
+    scaled = (points - low) / np.maximum(high - low, 1e-12) * (inches * dpi * 0.85 / (size + 6))
+    kept = []
+    for index in np.random.default_rng(seed).permutation(len(sample)):
+        if len(kept) == max_images:
+            break
+        if not kept or np.abs(scaled[kept] - scaled[index]).max(axis=1).min() >= 1:
+            kept.append(index)
+    figure = Figure(figsize=(inches, inches), layout="constrained")
+    axes = figure.add_subplot()
+    axes.scatter(points[:, 0], points[:, 1], s=2, color="lightgrey")
+    for index in kept:
+        image = read_image(int(sample[index]))
+        image.thumbnail((size, size))
+        frame = colour_of.get(classes[index], "grey")
+        box = AnnotationBbox(OffsetImage(np.asarray(image), zoom=1), points[index], frameon=True, pad=0.1,
+                             bboxprops={"edgecolor": frame, "linewidth": 2})
+        axes.add_artist(box)
+    margin = (high - low) * 0.05 + 1e-6
+    axes.set(xlim=(low[0] - margin[0], high[0] + margin[0]), ylim=(low[1] - margin[1], high[1] + margin[1]),
+             xticks=[], yticks=[],
+             title=f"t-SNE of {len(sample)} embeddings: {len(kept)} of their images, framed in the colours of "
+                   f"their classes{caption}")
+    figure.dpi = dpi
     return _save(figure, path)
 
 
@@ -257,8 +357,17 @@ def write_reports(folder, features=None, labels=None, dataset=None, split="test"
             written[f"retrieval_{split}"] = retrieval_grid(features, labels, read_image,
                                                            os.path.join(folder, f"retrieval_{split}.png"), seed=seed,
                                                            class_names=class_names, caption=caption)
+            # HTML, not a PNG: written beside them but not returned (the returned reports are logged as images)
+            retrieval_page(features, labels, dataset, read_image, os.path.join(folder, f"retrieval_page_{split}"),
+                           seed=seed, class_names=class_names, caption=caption)
+        embedding = tsne_embedding(features, tsne_points, seed, tsne_iterations)
         written[f"tsne_{split}"] = tsne(features, labels, os.path.join(folder, f"tsne_{split}.png"), tsne_points,
-                                        seed, tsne_iterations, class_names=class_names, caption=caption)
+                                        seed, tsne_iterations, class_names=class_names, caption=caption,
+                                        embedding=embedding)
+        if read_image is not None:
+            written[f"tsne_thumbnails_{split}"] = tsne_thumbnails(
+                embedding, labels, read_image, os.path.join(folder, f"tsne_thumbnails_{split}.png"), seed=seed,
+                caption=caption)
         written[f"similarity_{split}"] = similarity_matrix(features, labels,
                                                            os.path.join(folder, f"similarity_{split}.png"), seed=seed,
                                                            class_names=class_names, caption=caption)

@@ -73,6 +73,10 @@ def test_digits_obd_sd_run_writes_everything_it_promises(tmp_path):
     model.load_state_dict(checkpoint["network"])
     assert os.path.exists(folder / best["checkpoint"])
     assert not [name for name in os.listdir(folder) if name.endswith(".tmp")]
+    reports = ["recall_curves.png", "retrieval_test.png", "tsne_test.png", "tsne_thumbnails_test.png",
+               "similarity_test.png", "confusion_test.png"]
+    assert f"reports: {', '.join(reports)}, retrieval_page_test/index.html" in result.stdout
+    assert all(os.path.getsize(folder / name) > 0 for name in reports + ["retrieval_page_test/index.html"])
 
     # A second run with the same name gets its own folder instead of overwriting the first.
     again = run_main(DIGITS + ["--n_epochs", "1", "--save_path", str(tmp_path), "--savename", "demo"])

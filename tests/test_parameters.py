@@ -122,12 +122,14 @@ def command_flags(capsys):
     import Test_pretrained_models
     from benchmarks import criterion, diffusion, evaluation, train_step
     from datasets import prepare, verify
-    from evaluation import classify, export, reports, summarize
+    from evaluation import classify, explain, export, reports, screenshot, summarize
+    from evaluation import index as image_index
 
     flags = {option for parser in (parameters.build_parser(), torchrun_parser())
              for action in parser._actions for option in action.option_strings}
     for command in (Test_pretrained_models.main, reports.main, export.main, classify.main, criterion.main,
-                    diffusion.main, evaluation.main, train_step.main, summarize.main, verify.main, prepare.main):
+                    diffusion.main, evaluation.main, train_step.main, summarize.main, verify.main, prepare.main,
+                    image_index.main, screenshot.main, explain.main):
         with pytest.raises(SystemExit):
             command(["--help"])
         flags |= set(re.findall(r"--[A-Za-z]\w*", capsys.readouterr().out))

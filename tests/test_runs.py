@@ -235,12 +235,14 @@ def test_a_second_process_on_a_run_folder_stops_naming_the_first(cub, tmp_path, 
                                REPO, str(folder)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        before = {path.name: path.read_bytes() for path in folder.iterdir() if path.name != "run.lock"}
+        before = {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*")
+                  if path.is_file() and path.name != "run.lock"}
         assert_one_line_error(run_main(tiny(cub, tmp_path, "--savename", "run", "--resume"), capsys),
                               "is in use by another process", f"pid {holder.pid}")
         assert_one_line_error(run_main(tiny(cub, tmp_path, "--savename", "run", "--overwrite"), capsys),
                               f"pid {holder.pid}")
-        after = {path.name: path.read_bytes() for path in folder.iterdir() if path.name != "run.lock"}
+        after = {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*")
+                  if path.is_file() and path.name != "run.lock"}
         assert after == before  # nothing read back, cut or rewritten
     finally:
         holder.kill()

@@ -40,13 +40,42 @@ def test_every_report_of_a_run(tmp_path):
                            "1,test,0.7,0.8,0.4,e_recall@1\n")
     written = reports.write_reports(tmp_path / "reports", features, labels, dataset, "test", metrics_csv,
                                     tsne_points=30, tsne_iterations=250)
-    assert sorted(written) == ["confusion_test", "recall_curves", "retrieval_test", "similarity_test", "tsne_test"]
+    assert sorted(written) == ["confusion_test", "recall_curves", "retrieval_test", "similarity_test", "tsne_test",
+                               "tsne_thumbnails_test"]
     for path in written.values():
         assert Image.open(path).size[0] > 100
     grid_colours = colours(written["retrieval_test"])
     assert hex_rgb(reports.MATCH) in grid_colours and hex_rgb(reports.MISMATCH) in grid_colours
     # Without images or features only what the inputs allow is drawn.
     assert sorted(reports.write_reports(tmp_path / "only", metrics_csv=metrics_csv)) == ["recall_curves"]
+
+
+def test_thumbnail_tsne_shows_images_at_the_points_plots_coordinates(tmp_path, monkeypatch):
+    features, labels = clustered(per_class=40)
+    pixels = np.random.default_rng(0).integers(0, 256, (len(labels), 8, 8), dtype=np.uint8)
+    dataset = ImageDataset(labels, [f"class {c}" for c in range(6)], pixels=pixels)
+    figures, embeddings, save, embed = {}, [], reports._save, reports.tsne_embedding
+    monkeypatch.setattr(reports, "_save", lambda figure, path: save(figures.setdefault(os.path.basename(path),
+                                                                                       figure), path))
+    monkeypatch.setattr(reports, "tsne_embedding", lambda *args: embeddings.append(embed(*args)) or embeddings[-1])
+    written = reports.write_reports(tmp_path, features, labels, dataset, "test", tsne_points=200,
+                                    tsne_iterations=250)
+    assert len(embeddings) == 1  # one t-SNE for both pictures
+    sample, points = embeddings[0]
+    assert points.shape == (200, 2) and len(np.unique(labels[sample])) == 6
+    width, height = Image.open(written["tsne_thumbnails_test"]).size
+    assert 600 <= width <= 1200 and 600 <= height <= 1200
+
+    def rounded(xy):
+        return {tuple(np.round(row, 4)) for row in np.asarray(xy, dtype=np.float64).reshape(-1, 2)}
+
+    plotted = set().union(*(rounded(c.get_offsets()) for c in figures["tsne_test.png"].axes[0].collections))
+    assert plotted == rounded(points)
+    boxes = [artist for artist in figures["tsne_thumbnails_test.png"].axes[0].artists
+             if isinstance(artist, reports.AnnotationBbox)]
+    assert 5 < len(boxes) <= reports.TSNE_THUMBNAILS and rounded([box.xy for box in boxes]) <= plotted
+    frames = {box.patch.get_edgecolor()[:3] for box in boxes}
+    assert len(frames) == 6  # one class colour each
 
 
 def test_run_reports_use_the_test_split(tmp_path):
@@ -82,8 +111,9 @@ def test_report_command_on_a_checkpoint(checkpoint_file, tmp_path):
     (checkpoint_file.parent / "metrics.csv").write_text("epoch,split,e_recall@1\n0,test,0.5\n1,test,0.6\n")
     reports.main(["--checkpoint", str(checkpoint_file), "--kernels", "0"])
     folder = checkpoint_file.parent / "checkpoint_last_reports"
-    assert sorted(os.listdir(folder)) == ["confusion_test.png", "recall_curves.png", "retrieval_test.png",
-                                          "similarity_test.png", "tsne_test.png"]
+    assert sorted(os.listdir(folder)) == ["confusion_test.png", "recall_curves.png", "retrieval_page_test",
+                                          "retrieval_test.png", "similarity_test.png", "tsne_test.png",
+                                          "tsne_thumbnails_test.png"]
 
 
 def test_export_and_classify_image_folders(checkpoint_file, tmp_path):
@@ -144,7 +174,8 @@ def test_reports_say_which_network_and_epoch_they_show(tmp_path, monkeypatch):
     (tmp_path / "training.csv").write_text("epoch,loss,dml,kd\n1,1.0,0.9,0.1\n2,0.8,0.6,0.2\n")
     reports.write_run_reports(str(tmp_path), {"test": (features, labels, dataset)}, epoch=2,
                               selected={"e_recall@1": 1})
-    for name in ("retrieval_test.png", "tsne_test.png", "similarity_test.png", "confusion_test.png"):
+    for name in ("retrieval_test.png", "tsne_test.png", "tsne_thumbnails_test.png", "similarity_test.png",
+                 "confusion_test.png"):
         assert "(final network, epoch 2)" in titles(figures[name]), name
 
     curves = figures["recall_curves.png"]
