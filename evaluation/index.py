@@ -132,9 +132,12 @@ def build(checkpoint, checkpoint_path, images, out, kind="flat", nlist=100, hnsw
             "paths": [os.path.abspath(path) for path in paths], "classes": classes}
     try:
         os.makedirs(out, exist_ok=True)
-        faiss.write_index(index, os.path.join(out, INDEX_FILE))
-        with open(os.path.join(out, META_FILE), "w") as handle:
+        # written aside, then renamed: an interrupted build never leaves a half-written file
+        faiss.write_index(index, os.path.join(out, INDEX_FILE + ".tmp"))
+        with open(os.path.join(out, META_FILE + ".tmp"), "w") as handle:
             json.dump(meta, handle)
+        for name in (INDEX_FILE, META_FILE):
+            os.replace(os.path.join(out, name + ".tmp"), os.path.join(out, name))
     except (OSError, RuntimeError) as error:
         raise UserError(f"cannot write the index into {out}: {getattr(error, 'strerror', None) or error}; "
                         "choose another --out") from None

@@ -80,6 +80,7 @@ def read_csv(path):
 def test_build_and_search_write_the_nearest_and_the_recall(setup, tmp_path, capsys):
     root, gallery, queries, checkpoint = setup
     meta = json.loads((root / "index" / index.META_FILE).read_text())
+    assert sorted(path.name for path in (root / "index").iterdir()) == [index.INDEX_FILE, index.META_FILE]
     assert (meta["kind"], meta["embed_dim"], meta["arch"], meta["count"]) == ("flat", 16, "resnet18_frozen_normalize",
                                                                               12)
     assert meta["classes"] == [name for name in CLASSES for _ in range(3)]
