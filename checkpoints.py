@@ -11,7 +11,7 @@ import random
 import numpy as np
 import torch
 
-from errors import UserError, signals_deferred
+from errors import UserError, first_line, signals_deferred
 
 
 def save(checkpoint, path):
@@ -57,8 +57,8 @@ def read(path):
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  a file of any content: torch's loader fails in many ways
         # Only the first line: torch's own advice (weights_only=False) is unsafe for files of unknown origin.
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
-        raise UserError(f"{path} is not a readable checkpoint (truncated or another format: {reason})") from None
+        raise UserError(f"{path} is not a readable checkpoint (truncated or another format: "
+                        f"{first_line(error, 120)})") from None
     if not isinstance(content, dict) or not content:
         raise UserError(f"{path} holds a {type(content).__name__}, not a checkpoint or a state dict")
     if isinstance(content.get("state_dict"), dict):

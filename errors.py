@@ -24,6 +24,12 @@ class Interrupted(Exception):
         self.signal_number = signal_number
 
 
+def first_line(error, limit=200):
+    """The first line of an exception's message (its type when it has none), at most `limit`
+    characters: what a one-line error quotes of a library's longer message."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
 def one_line(error):
     """The user-facing line of an error, also when a DataLoader worker re-raised it with the
     worker's traceback folded into the message."""

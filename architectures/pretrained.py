@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from architectures.registry import Backbone
-from errors import UserError
+from errors import UserError, first_line
 
 # The classifier is replaced by the embedding head, so a file's own classifier is ignored:
 # torchvision calls it fc, pretrainedmodels last_linear.
@@ -55,7 +55,7 @@ def _cached_or_downloaded(backbone: Backbone, name: str) -> tuple[dict, str]:
         state = torch.hub.load_state_dict_from_url(backbone.url, map_location="cpu", progress=True,
                                                    check_hash=True, weights_only=True)
     except Exception as error:  # network, hash and unpickling errors alike
-        raise UserError(f"downloading {backbone.url} failed ({_first_line(error)}); {advice}") from error
+        raise UserError(f"downloading {backbone.url} failed ({first_line(error, limit=None)}); {advice}") from error
     return state, backbone.url
 
 
@@ -99,6 +99,3 @@ def mismatches(given: dict, expected: dict) -> str:
                  ("keys of the wrong shape", wrong_shape)) if keys]
     return "; ".join(problems)
 
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import torch
 
 from architectures.registry import Backbone
-from errors import UserError
+from errors import UserError, first_line
 
 PREFIX = "timm:"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
@@ -123,9 +123,8 @@ def create(name: str, image_size: int | None = None, pretrained: bool = False,
             raise UserError(f"timm:{name} takes no input size; drop --image_size") from None
         raise
     except (RuntimeError, ValueError, OSError, KeyError) as error:
-        lines = str(error).strip().splitlines() or [type(error).__name__]
         where = "downloaded weights" if source == "download" else source
-        raise UserError(f"the weights in {where} do not load into timm:{name} ({lines[0][:300]}); give its own "
+        raise UserError(f"the weights in {where} do not load into timm:{name} ({first_line(error, 300)}); give its own "
                         "weights, or --not_pretrained") from None
 
 

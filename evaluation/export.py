@@ -21,12 +21,12 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from datasets.image_dataset import ImageDataset
 from datasets.layout import IMAGE_EXTENSIONS
-from errors import CommandParser, UserError, run_command
+from errors import CommandParser, UserError, first_line, one_line, run_command
 from evaluation import networks
-from evaluation.features import embed
 
 TOLERANCE = 1e-4  # the largest |exported - PyTorch| embedding difference accepted
 PARITY_IMAGES = 4  # how many of the --images the exports are checked on
@@ -60,12 +60,29 @@ def _class_of(path, folder):
     return parts[0] if len(parts) > 1 else ""
 
 
-def embed_images(checkpoint, paths, device, batch_size=64, workers=0):
-    """Embeddings (N x D float32) of the image files, in order."""
+def embedded_batches(checkpoint, paths, device, batch_size=64, workers=0, description="embedding images"):
+    """Embeddings of the image files, in order, one batch (B x embed_dim float32) at a time."""
     dataset = ImageDataset(np.zeros(len(paths), dtype=np.int64), [""], paths=list(paths),
                            transform=networks.evaluation_transform(checkpoint))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    return embed(checkpoint.network.to(device), loader, device, description="embedding images")[0]
+    network = checkpoint.network.to(device).eval()
+    try:
+        with torch.no_grad():
+            for images, _ in tqdm(loader, desc=description, leave=False, disable=None):
+                yield network(images.to(device, non_blocking=True)).float().cpu().numpy()
+    except UserError as error:  # load_rgb's, whose fix names a flag of the training command
+        problem = one_line(error).split("; remove or replace")[0]
+        raise UserError(f"{problem}; remove or replace the file: only images may lie in the folders given") from None
+
+
+def embed_images(checkpoint, paths, device, batch_size=64, workers=0):
+    """Embeddings (N x D float32) of the image files, in order."""
+    features = np.empty((len(paths), checkpoint.embed_dim), dtype=np.float32)
+    start = 0
+    for batch in embedded_batches(checkpoint, paths, device, batch_size, workers):
+        features[start:start + len(batch)] = batch
+        start += len(batch)
+    return features
 
 
 def add_network_flags(parser):
@@ -162,7 +179,7 @@ def export_onnx(checkpoint, path, inputs, description="inputs"):
     try:
         _export_onnx_dynamo(network, path, _example(inputs))
     except Exception as error:  # any failure of the new exporter: try the old one
-        first = _first_line(error)
+        first = first_line(error)
         exporter = "TorchScript"
         try:
             torch.onnx.export(network, (_example(inputs),), path, dynamo=False, input_names=["images"],
@@ -170,7 +187,7 @@ def export_onnx(checkpoint, path, inputs, description="inputs"):
                               dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}})
         except Exception as second:
             raise UserError(f"ONNX export of {checkpoint.arch} failed (dynamo: {first}; TorchScript: "
-                            f"{_first_line(second)}); try --torch_export") from None
+                            f"{first_line(second)}); try --torch_export") from None
     seconds = time.perf_counter() - start
     model = onnx.load(path, load_external_data=False)
     values = metadata(checkpoint)
@@ -207,7 +224,7 @@ def export_torch(checkpoint, path, inputs, description="inputs"):
         program = torch.export.export(network, (_example(inputs),),
                                       dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}})
     except Exception as error:  # torch.export's failures have many types
-        raise UserError(f"torch.export cannot export {checkpoint.arch} ({_first_line(error)}); "
+        raise UserError(f"torch.export cannot export {checkpoint.arch} ({first_line(error)}); "
                         "export it with --onnx instead") from None
     torch.export.save(program, path, extra_files={EXTRA_FILE: json.dumps(metadata(checkpoint))})
     seconds = time.perf_counter() - start
@@ -219,11 +236,6 @@ def export_torch(checkpoint, path, inputs, description="inputs"):
     print(f"wrote {path} (torch.export, {seconds:.1f} s); {line}")
     return difference
 
-
-def _first_line(error):
-    """The first line of an exception, shortened."""
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return text[:200]
 
 
 def run(opt):

@@ -31,10 +31,9 @@ import faiss
 import numpy as np
 import torch
 
-from datasets.image_dataset import ImageDataset
-from errors import CommandParser, UserError, one_line, run_command
+from errors import CommandParser, UserError, first_line, run_command
 from evaluation import networks
-from evaluation.export import add_network_flags, device_of, find_images
+from evaluation.export import add_network_flags, device_of, embedded_batches, find_images
 
 KINDS = ("flat", "ivf", "hnsw")
 INDEX_FILE, META_FILE = "index.faiss", "index.json"
@@ -92,23 +91,6 @@ def search_index(index, queries, k, nprobe=16, ef_search=64):
     return np.sqrt(np.maximum(squared, 0)), found
 
 
-def embedded_batches(checkpoint, paths, device, batch_size=64, workers=0, description="embedding"):
-    """Embeddings of the image files, in order, one batch (B x embed_dim float32) at a time."""
-    from tqdm import tqdm
-
-    dataset = ImageDataset(np.zeros(len(paths), dtype=np.int64), [""], paths=list(paths),
-                           transform=networks.evaluation_transform(checkpoint))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    network = checkpoint.network.to(device).eval()
-    try:
-        with torch.no_grad():
-            for images, _ in tqdm(loader, desc=description, leave=False, disable=None):
-                yield network(images.to(device, non_blocking=True)).float().cpu().numpy()
-    except UserError as error:  # load_rgb's, whose fix names a flag of the training command
-        problem = one_line(error).split("; remove or replace")[0]
-        raise UserError(f"{problem}; remove or replace the file: only images may lie under --images") from None
-
-
 def build(checkpoint, checkpoint_path, images, out, kind="flat", nlist=100, hnsw_m=32, train_size=10000,
           device="cpu", batch_size=64, workers=0, seed=0):
     """Embed every image under `images` into a new index folder `out`; its metadata."""
@@ -157,7 +139,7 @@ def open_index(folder):
             raise ValueError("not this codebase's index")
         index = faiss.read_index(index_path)
     except (OSError, ValueError, RuntimeError) as error:
-        raise UserError(f"{folder} is not a readable index ({str(error).splitlines()[0][:120]}); {hint}") from None
+        raise UserError(f"{folder} is not a readable index ({first_line(error, 120)}); {hint}") from None
     if index.ntotal != len(meta["paths"]) or index.d != meta["embed_dim"]:
         raise UserError(f"{folder}: {INDEX_FILE} and {META_FILE} disagree ({index.ntotal} vectors of {index.d} "
                         f"dimensions, {len(meta['paths'])} paths of {meta['embed_dim']}); rebuild it")
