@@ -2,6 +2,7 @@
 import copy
 import multiprocessing
 import os
+import signal
 
 import numpy as np
 from PIL import Image
@@ -129,6 +130,11 @@ def is_readable(path: str) -> bool:
         return False
 
 
+def default_signal_handlers():
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+
+
 def without_unreadable(dataset: ImageDataset, workers: int = 0) -> ImageDataset:
     """The dataset without the images that do not decode, which join `bad_files`.
 
@@ -138,7 +144,9 @@ def without_unreadable(dataset: ImageDataset, workers: int = 0) -> ImageDataset:
         return dataset
     progress = {"total": len(dataset.paths), "desc": "decoding every image", "leave": False, "disable": None}
     if workers > 0:
-        with multiprocessing.Pool(workers) as pool:
+        # The workers take the default signal handlers: the pool ends them with SIGTERM, which the
+        # command's own handler (errors.run_command) would turn into an exception inside a worker.
+        with multiprocessing.Pool(workers, initializer=default_signal_handlers) as pool:
             readable = np.array(list(tqdm(pool.imap(is_readable, dataset.paths, chunksize=64), **progress)), dtype=bool)
     else:
         readable = np.array([is_readable(path) for path in tqdm(dataset.paths, **progress)], dtype=bool)
