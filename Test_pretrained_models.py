@@ -20,12 +20,10 @@ import torch
 
 import architectures
 import datasets
-import evaluation
 import parameters
-from errors import CommandParser, UserError, run_command
-from evaluation import networks
-from evaluation.evaluator import Evaluator
-from evaluation.protocols import PROTOCOLS, rankings
+from errors import CommandParser, SettingError, UserError, run_command
+from evaluation import evaluator, networks
+from evaluation.protocols import PROTOCOLS
 
 PUBLISHED_EMBED_DIMS = (128, 512)
 # The paper's 512-d OBD-SD runs pool with average + max (the `_double` arch of the released runs).
@@ -50,7 +48,7 @@ def build_parser():
     parser.add_argument("--embed_dim", type=int, default=None, help="default: the checkpoint's own")
     parser.add_argument("--evaluation_metrics", nargs="+", default=None,
                         help="default: the dataset's Recall@k, nmi and mAP@R")
-    parser.add_argument("--evaluation_protocol", default=None, choices=PROTOCOLS,
+    parser.add_argument("--evaluation_protocol", default=None, choices=PROTOCOLS.names(),
                         help="what the test images are ranked against: themselves (self), the gallery "
                              "(query_gallery, inshop) or the training images (train_gallery, for a dataset whose "
                              "train and test share classes); default: the dataset's")
@@ -87,11 +85,14 @@ def published_checkpoint(results_root, selected_by, dataset, psd, obdp, embed_di
 def run(opt):
     if opt.OBDP and not opt.PSD:
         raise UserError("--OBDP diffuses the target of --PSD; add --PSD")
-    metric_names = opt.evaluation_metrics or list(dict.fromkeys(evaluation.default_metrics(opt.dataset) + ["mAP@R"]))
+    facts = datasets.facts(opt.dataset)
     try:
-        evaluation.check_names(metric_names)
-    except ValueError as error:
-        raise UserError(str(error)) from None
+        settings = evaluator.EvaluationSettings(
+            evaluation_metrics=opt.evaluation_metrics or list(dict.fromkeys([*facts.metrics, "mAP@R"])),
+            storage_metrics=(), evaluation_protocol=opt.evaluation_protocol or facts.default_protocol)
+        data = datasets.DataSettings(opt.dataset, opt.source, **parameters.dataset_lists(opt))
+    except SettingError as error:
+        raise UserError(parameters.flags_named(error)) from None
     path, arch = opt.checkpoint, opt.arch
     if path is None:
         path, folder = published_checkpoint(opt.results_root, opt.selected_by, opt.dataset, opt.PSD, opt.OBDP,
@@ -102,19 +103,15 @@ def run(opt):
     checkpoint = networks.load(path, arch, opt.embed_dim)
     device = torch.device(f"cuda:{opt.gpu}" if torch.cuda.is_available() else "cpu")
     # the input the network was trained on: BN-Inception's BGR 0-255, a timm model's size and interpolation
-    splits = datasets.select(opt.dataset, opt.source, lists=parameters.dataset_lists(opt),
-                             **architectures.preprocessing(checkpoint.arch, checkpoint.config.get("image_size")))
-    protocol = opt.evaluation_protocol or datasets.default_protocol(opt.dataset)
+    splits = datasets.load(data, **architectures.preprocessing(checkpoint.arch, checkpoint.config.get("image_size")))
     try:
-        (ranking,) = [ranking for ranking in rankings(splits, protocol) if ranking.row == "test"]
-    except ValueError as error:
-        raise UserError(f"--evaluation_protocol {protocol}: {error}") from None
-    evaluated = {split: splits[split] for split in (ranking.query, ranking.gallery) if split is not None}
-    if ranking.gallery == "train":
-        evaluated["train"] = splits["train"].with_transform(splits[ranking.query].transform)
-    loaders = {split: torch.utils.data.DataLoader(dataset, batch_size=opt.bs, shuffle=False, num_workers=opt.kernels)
-               for split, dataset in evaluated.items()}
-    result = Evaluator(loaders, [ranking], metric_names)(checkpoint.network.to(device), device)["test"]
+        evaluate = evaluator.setup(splits, settings, batch_size=opt.bs, workers=opt.kernels, rows=["test"])
+    except SettingError as error:
+        raise UserError(parameters.flags_named(error)) from None
+    (ranking,) = evaluate.rankings
+    protocol = settings.evaluation_protocol
+    result = evaluate(checkpoint.network.to(device), device)["test"]
+    evaluated = evaluate.splits
     metrics, features, test = result.metrics, result.features, evaluated[ranking.query]
     against = "" if ranking.gallery is None else \
         f" against the {len(evaluated[ranking.gallery])} {ranking.gallery} images"

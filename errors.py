@@ -7,6 +7,7 @@ The message names the problem and the fix.
 """
 import argparse
 import contextlib
+import re
 import signal
 import sys
 import threading
@@ -14,6 +15,23 @@ import threading
 
 class UserError(Exception):
     pass
+
+
+class SettingError(UserError, ValueError):
+    """A setting that cannot work, or a combination of settings. The message names settings as a
+    run's record (config.json) keys them, which are also the command line's flags; `names` maps each
+    such word of the message to its key, so that a command can name them its own way (`naming`)."""
+
+    def __init__(self, message, names=()):
+        super().__init__(message)
+        self.names = dict(names) if isinstance(names, dict) else {name: name for name in names}
+
+    def naming(self, render):
+        """The message with each setting's word replaced by render(its key), e.g. "--" + key."""
+        if not self.names:
+            return str(self)
+        pattern = r"(?<![\w-])(" + "|".join(map(re.escape, sorted(self.names, key=len, reverse=True))) + r")\b"
+        return re.sub(pattern, lambda match: render(self.names[match.group(1)]), str(self))
 
 
 class Interrupted(Exception):

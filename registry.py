@@ -1,5 +1,6 @@
 """The one name -> entry table that every plugin kind uses: losses, miners, backbones, heads,
-datasets, batch samplers and metrics.
+datasets, batch samplers, metrics, diffusion graphs and solvers, optimisers, learning-rate
+schedules and evaluation protocols.
 
     LOSSES = Registry("loss")
 
@@ -10,6 +11,8 @@ datasets, batch samplers and metrics.
 
 A name registered twice is refused at import, so two plugins never shadow each other silently.
 """
+import inspect
+
 from errors import UserError
 
 
@@ -51,3 +54,10 @@ class Registry(dict):
         if name not in self:
             raise UnknownName(f"unknown {self.kind} {name!r}; choose one of {', '.join(self.names())}")
         return self[name]
+
+
+def keyword_defaults(cls, supplied=()):
+    """{name: default} of the constructor arguments of `cls` that have a default and are not
+    `supplied` by the library: a plugin's tunable parameters, which the commands turn into flags."""
+    return {name: parameter.default for name, parameter in inspect.signature(cls).parameters.items()
+            if name not in supplied and parameter.default is not inspect.Parameter.empty}

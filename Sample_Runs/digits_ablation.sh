@@ -21,6 +21,6 @@ for seed in $seeds; do
     "$python" main.py "${common[@]}" --seed "$seed" --savename "PSD_s$seed" --PSD
     "$python" main.py "${common[@]}" --seed "$seed" --savename "OBDSD_s$seed" --PSD --OBDP
 done
-"$python" -m evaluation.summarize "$save_path" --final
+"$python" -m studies.summarize "$save_path" --final
 echo
-"$python" -m evaluation.summarize "$save_path"
+"$python" -m studies.summarize "$save_path"

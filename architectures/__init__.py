@@ -1,6 +1,7 @@
 """Embedding networks by --arch name: a backbone (a registered one, or timm:<model name>) plus any of
 _frozen, _normalize, _double, a --head and a --pooling."""
 import math
+from dataclasses import dataclass
 
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -10,12 +11,62 @@ from architectures.embedding_network import POOLINGS, EmbeddingNetwork
 from architectures.heads import HEADS
 from architectures.pretrained import load_imagenet_weights
 from architectures.registry import BACKBONES, Backbone
-from errors import UserError
+from errors import SettingError, UserError
 
 SUFFIXES = ("frozen", "normalize", "double")
 
-__all__ = ["BACKBONES", "HEADS", "POOLINGS", "SUFFIXES", "EmbeddingNetwork", "backbone", "describe",
-           "from_checkpoint", "load_weights", "names", "parse_arch", "preprocessing", "select"]
+__all__ = ["BACKBONES", "HEADS", "POOLINGS", "SUFFIXES", "EmbeddingNetwork", "ModelSettings", "backbone", "build",
+           "describe", "from_checkpoint", "load_weights", "names", "parse_arch", "preprocessing", "select"]
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The embedding network: `arch` (a backbone and its suffixes), the embedding size, ImageNet
+    weights (from `pretrained_weights`, else the caches; none with `not_pretrained`) or the weights
+    of a checkpoint (`init_from`, which the training run loads), the feature `pooling`, the input
+    `image_size` (None: the backbone's) and the embedding `head`. The defaults are the paper's."""
+    arch: str = "resnet50_frozen_normalize"
+    embed_dim: int = 128
+    not_pretrained: bool = False
+    pretrained_weights: str | None = None
+    pooling: str = "auto"
+    image_size: int | None = None
+    head: str = "linear"
+    init_from: str | None = None
+
+    def __post_init__(self):
+        try:
+            parse_arch(self.arch)
+        except ValueError as error:
+            raise SettingError(str(error), ["arch"]) from None
+        HEADS.get(self.head)
+        problems = []
+        if self.pooling not in POOLINGS:
+            problems.append((f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}", ["pooling"]))
+        if self.embed_dim <= 0:
+            problems.append((f"embed_dim must be positive, got {self.embed_dim}", ["embed_dim"]))
+        if self.image_size is not None and self.image_size < 8:
+            problems.append((f"image_size must be at least 8 pixels, got {self.image_size}", ["image_size"]))
+        if self.init_from is not None and self.pretrained_weights is not None:
+            problems.append(("init_from replaces the ImageNet weights of pretrained_weights; drop one of them",
+                             ["init_from", "pretrained_weights"]))
+        if self.pretrained_weights is not None and self.not_pretrained:
+            problems.append(("pretrained_weights and not_pretrained contradict each other; drop one",
+                             ["pretrained_weights", "not_pretrained"]))
+        if problems:
+            raise SettingError(*problems[0])
+
+    def preprocessing(self) -> dict:
+        """The input the backbone expects, as keyword arguments of datasets.load (see `preprocessing`)."""
+        return preprocessing(self.arch, self.image_size)
+
+
+def build(settings: ModelSettings) -> "EmbeddingNetwork":
+    """The network `settings` describe, with ImageNet weights unless not_pretrained or init_from
+    (whose weights replace them, loaded by the caller)."""
+    return select(settings.arch, settings.embed_dim, pretrained=not settings.not_pretrained and not settings.init_from,
+                  pretrained_weights=settings.pretrained_weights, head=settings.head, pooling=settings.pooling,
+                  image_size=settings.image_size)
 
 
 def names() -> list[str]:

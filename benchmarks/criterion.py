@@ -16,8 +16,8 @@ from criteria.self_distillation import Distillation, SelfDistilledCriterion
 from errors import CommandParser
 
 HYPER = {"pos_weight": 2.0, "neg_weight": 40.0, "margin": 0.1, "thresh": 0.5}
-DISTILLATION = Distillation(kd_tau=1.0, kd_lambda=75.0, n_epochs=150, diffusion_w=0.99, diffusion_tau=1.0)
-EPOCH = 75
+DISTILLATION = Distillation(PSD=True, OBDP=True, kd_tau=1.0, kd_lambda=75.0)  # w 0.99, diffusion tau 1
+N_EPOCHS, EPOCH = 150, 75
 
 
 def released_design(batch, labels, teacher_batch):
@@ -41,11 +41,11 @@ def released_design(batch, labels, teacher_batch):
         teacher_similarity = teacher_batch @ teacher_batch.T
         q = torch.softmax(teacher_similarity / DISTILLATION.kd_tau, dim=1)
         eye = torch.eye(len(batch), device=batch.device)
-        transition = torch.softmax((teacher_similarity - 1e9 * eye) / DISTILLATION.diffusion_tau, dim=1)
-        w = DISTILLATION.diffusion_w
+        transition = torch.softmax((teacher_similarity - 1e9 * eye) / DISTILLATION.diffusion.options['tau'], dim=1)
+        w = DISTILLATION.diffusion.w
         target = (1 - w) * torch.inverse(eye - w * transition) @ q
     kd = F.kl_div(torch.log_softmax(similarity / DISTILLATION.kd_tau, dim=1), target, reduction="batchmean")
-    weight = EPOCH / DISTILLATION.n_epochs * DISTILLATION.kd_lambda * DISTILLATION.kd_tau ** 2
+    weight = EPOCH / N_EPOCHS * DISTILLATION.kd_lambda * DISTILLATION.kd_tau ** 2
     return ms + weight * kd
 
 
@@ -70,7 +70,7 @@ def main(argv=None):
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--device", type=available_device, default="cpu")
     args = parser.parse_args(argv)
-    criterion = SelfDistilledCriterion(MultiSimilarity(**HYPER), DISTILLATION)
+    criterion = SelfDistilledCriterion(MultiSimilarity(**HYPER), DISTILLATION, N_EPOCHS)
 
     def vectorised(student, labels, teacher_batch):
         return criterion(batch=student, labels=labels, teacher_batch=teacher_batch, epoch=EPOCH)

@@ -17,7 +17,7 @@ from criteria.multisimilarity import MultiSimilarity
 from errors import CommandParser
 
 W, KD_TAU, DIFFUSION_TAU = 0.99, 1.0, 1.0
-COMBINATIONS = {  # name: soft_targets keywords
+COMBINATIONS = {  # name: diffusion.Settings keywords
     "softmax dense solve (default)": dict(norm="softmax"),
     "softmax k=10 iterative": dict(norm="softmax", k=10, solver="iterative"),
     "softmax k=5 iterative": dict(norm="softmax", k=5, solver="iterative"),
@@ -50,11 +50,14 @@ def timed(function, repeats, device):
     return statistics.median(times[1:]), result
 
 
+def settings(options):
+    return diffusion.Settings(w=W, options={"tau": DIFFUSION_TAU}, **options)
+
+
 def float64_closed_form(teacher, options):
     teacher = teacher.double()
     similarity = teacher @ teacher.T
-    transition = diffusion.affinity_graph(similarity, norm=options.get("norm", "softmax"), tau=DIFFUSION_TAU,
-                                          k=options.get("k"), knn=options.get("knn", "symmetric")).transition
+    transition = settings(options).affinity(similarity).transition
     transition = transition.to_dense() if transition.layout != torch.strided else transition
     q = torch.softmax(similarity / KD_TAU, dim=1)
     target = (1 - W) * torch.linalg.solve(torch.eye(len(teacher), dtype=teacher.dtype, device=teacher.device)
@@ -78,7 +81,8 @@ def training_step_share(device, repeats):
 
     teacher = F.normalize(torch.randn(112, 16, device=device), dim=1)
     step_time, _ = timed(step, repeats, device)
-    target_time, _ = timed(lambda: diffusion.soft_targets(teacher, KD_TAU, W, DIFFUSION_TAU), repeats * 10, device)
+    target_time, _ = timed(lambda: diffusion.soft_targets(teacher, KD_TAU, settings({})), repeats * 10,
+                          device)
     return step_time, target_time
 
 
@@ -104,7 +108,7 @@ def main(argv=None):
             repeats = 10 if size <= 512 else 3 if size <= 4096 else 1
             baseline_time, _ = timed(lambda: released_dense_inverse(teacher), repeats, device)
             for name, options in COMBINATIONS.items():
-                run_time, target = timed(lambda: diffusion.soft_targets(teacher, KD_TAU, W, DIFFUSION_TAU, **options),
+                run_time, target = timed(lambda: diffusion.soft_targets(teacher, KD_TAU, settings(options)),
                                          repeats, device)
                 deviation = (f"{(target.double() - float64_closed_form(teacher, options)).abs().max().item():.1e}"
                              if size <= args.reference_max else "-")

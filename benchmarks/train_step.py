@@ -18,7 +18,6 @@ import torch
 from PIL import Image
 
 import architectures
-import criteria
 import datasampler
 import datasets
 import diffusion
@@ -26,7 +25,8 @@ import parameters
 from benchmarks import available_device
 from datasampler.seeded import SeededBatches, SeededSamples
 from errors import CommandParser
-from training import AMP_DTYPES, TrainingStep
+from training.run import build_criterion
+from training.step import AMP_DTYPES, TrainingStep
 
 RUNS = {"baseline": [], "+PSD": ["--PSD"], "+OBD-SD": ["--PSD", "--OBDP"]}
 
@@ -66,7 +66,7 @@ def step_times(args, device):
             model = model.to(memory_format=torch.channels_last)
         model.train()
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
-        criterion = criteria.select(**parameters.criterion_arguments(opt, args.bs // 2)).to(device)
+        criterion = build_criterion(opt, args.bs // 2).to(device)
         optimizer = torch.optim.Adam([*model.parameters(), *criterion.parameters()], lr=1e-5)
         step = TrainingStep(model, teacher, criterion, optimizer, amp=args.amp, channels_last=args.channels_last,
                             compile=args.compile)
@@ -74,7 +74,7 @@ def step_times(args, device):
     with torch.no_grad():
         teacher_batch = step.embed(step.teacher_forward, images)
     functions["teacher forward"] = torch.no_grad()(functools.partial(step.embed, step.teacher_forward, images))
-    functions["OBD-SD target"] = functools.partial(diffusion.soft_targets, teacher_batch)
+    functions["OBD-SD target"] = functools.partial(diffusion.soft_targets, teacher_batch, 1.0, diffusion.Settings())
     return interleaved_medians(functions, args.steps, args.warmup, device)
 
 

@@ -1,10 +1,11 @@
-"""Training criteria by name: `select` builds the loss named `loss` from values, wrapped in the
-self-distillation of criteria/self_distillation.py when `distillation` is given.
+"""Training criteria by name: `select` builds the loss that LossSettings describe, wrapped in the
+self-distillation of criteria/self_distillation.py when a Distillation with PSD is given.
 
 The contract of a loss and of a miner is in criteria/base.py; docs/extending.md shows how to
 add one.
 """
 import inspect
+from dataclasses import dataclass, field
 
 from criteria import (  # noqa: F401  (the loss and miner modules fill the registries)
     angular,
@@ -31,16 +32,16 @@ from criteria import (  # noqa: F401  (the loss and miner modules fill the regis
 )
 from criteria.base import CRITERIA, DEFAULT_CLASSES, DEFAULT_EMBED_DIM, MINERS, Criterion, Miner
 from criteria.self_distillation import Distillation, SelfDistilledCriterion, Teacher, distillation_loss
-from errors import UserError
+from errors import SettingError, UserError
 
 # The paper's scripts name the self-distilled variant `<loss>_obd_sd`; the flags decide what it does.
 PAPER_SUFFIX = "_obd_sd"
 # Criteria that are not registered names: pml:<LossClass> (its flags are --loss_pml_lr, --loss_pml_options).
 EXTERNAL = {"pml": pml.PMLCriterion}
 
-__all__ = ["CRITERIA", "MINERS", "EXTERNAL", "Criterion", "Distillation", "Miner", "SelfDistilledCriterion",
-           "Teacher", "distillation_loss", "OptionError", "names", "base_name", "criterion_class", "select",
-           "check_miner", "check_distance"]
+__all__ = ["CRITERIA", "MINERS", "EXTERNAL", "Criterion", "Distillation", "LossSettings", "Miner",
+           "SelfDistilledCriterion", "Teacher", "distillation_loss", "OptionError", "names", "base_name",
+           "criterion_class", "select", "check_miner", "check_distance"]
 
 
 class OptionError(UserError, ValueError):
@@ -97,24 +98,66 @@ def check_distance(loss, distance):
     return distance
 
 
-def select(loss="multisimilarity", hyperparameters=None, miner=None, miner_hyperparameters=None, distance=None,
-           n_classes=DEFAULT_CLASSES, embed_dim=DEFAULT_EMBED_DIM, distillation=None):
-    """The loss `loss` (a registered name, <name>_obd_sd or pml:<LossClass>) with its
-    `hyperparameters` (default: its constructor's), the miner and distance it uses (default: its
-    own), and the number of classes and embedding size its class parameters need, wrapped in
-    self-distillation when `distillation` (a Distillation) is given."""
-    cls = criterion_class(loss)
-    kwargs = dict(hyperparameters or {})
+@dataclass(frozen=True)
+class LossSettings:
+    """The training loss: its name (a registered one or pml:<LossClass>; <name>_obd_sd, the released
+    scripts' name, is read as <name>), its
+    miner (`batch_mining`) and `distance` (None: the loss's own), and its and its miner's
+    hyperparameters (their constructor defaults where not given). Resolved at construction: the
+    miner and distance in use are named, every hyperparameter is filled in and typed as its
+    default, so equal settings compare equal; an option the loss cannot take is an OptionError."""
+    loss: str = "multisimilarity"
+    batch_mining: str | None = None
+    distance: str | None = None
+    hyperparameters: dict = field(default_factory=dict)
+    miner_hyperparameters: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        cls = criterion_class(self.loss)
+        object.__setattr__(self, "loss", base_name(self.loss))  # <name>_obd_sd is the same loss
+        for name, check in (("batch_mining", check_miner), ("distance", check_distance)):
+            try:
+                object.__setattr__(self, name, check(self.loss, getattr(self, name)))
+            except OptionError as error:
+                raise SettingError(error.naming(name), [name]) from None
+        miner = self.batch_mining
+        object.__setattr__(self, "hyperparameters", _filled(cls.hyperparameters, self.hyperparameters,
+                                                            f"loss {base_name(self.loss)}"))
+        miner_defaults = MINERS.get(miner).hyperparameters if miner else {}
+        object.__setattr__(self, "miner_hyperparameters", _filled(miner_defaults, self.miner_hyperparameters,
+                                                                  f"miner {miner}"))
+
+
+def _filled(defaults, given, owner):
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise SettingError(f"the {owner} has no hyperparameter {', '.join(unknown)}; it has "
+                           f"{', '.join(defaults) or 'none'}")
+    return {name: _typed(default, given.get(name, default)) for name, default in defaults.items()}
+
+
+def _typed(default, value):
+    """`value` as the type of its default (a YAML 40 for a float hyperparameter is 40.0)."""
+    if isinstance(default, bool) or default is None or isinstance(value, bool):
+        return value
+    return type(default)(value) if isinstance(default, (int, float)) and isinstance(value, (int, float)) else value
+
+
+def select(settings: LossSettings = LossSettings(), n_classes=DEFAULT_CLASSES, embed_dim=DEFAULT_EMBED_DIM,
+           distillation: Distillation | None = None, n_epochs=150):
+    """The loss `settings` describe, with the number of classes and embedding size its class
+    parameters need, wrapped in self-distillation when `distillation` (with PSD) is given;
+    `n_epochs` sets the pace of its progressive weight."""
+    cls = criterion_class(settings.loss)
+    kwargs = dict(settings.hyperparameters)
     accepted = inspect.signature(cls).parameters
     if cls is EXTERNAL["pml"]:
-        kwargs["class_name"] = base_name(loss)[len(pml.PREFIX):]
-    miner_name = check_miner(loss, miner)
-    if miner_name is not None:
-        kwargs["miner"] = MINERS.get(miner_name)(**(miner_hyperparameters or {}))
-    distance_name = check_distance(loss, distance)
-    if distance_name is not None:
-        kwargs["distance"] = distances.DISTANCES.get(distance_name)
+        kwargs["class_name"] = base_name(settings.loss)[len(pml.PREFIX):]
+    if settings.batch_mining is not None:
+        kwargs["miner"] = MINERS.get(settings.batch_mining)(**settings.miner_hyperparameters)
+    if settings.distance is not None:
+        kwargs["distance"] = distances.DISTANCES.get(settings.distance)
     for name, value in (("n_classes", n_classes), ("embed_dim", embed_dim)):
         if name in accepted:
             kwargs[name] = value
-    return SelfDistilledCriterion(cls(**kwargs), distillation)
+    return SelfDistilledCriterion(cls(**kwargs), distillation, n_epochs)

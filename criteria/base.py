@@ -11,13 +11,11 @@ without weight decay (`optim_groups`).
 
 A batch miner is a `Miner`: miner(batch, labels) -> tuples of the kind it declares in `returns`.
 """
-import inspect
-
 import torch
 from torch import nn
 
 from criteria import distances
-from registry import Registry
+from registry import Registry, keyword_defaults
 
 SUPPLIED = ("miner", "distance", "n_classes", "embed_dim", "class_name")
 DEFAULT_CLASSES = 100  # CUB200's training classes: a loss with class parameters can be built bare
@@ -33,12 +31,6 @@ CRITERIA = Registry("loss")
 MINERS = Registry("miner", order=None)
 
 
-def constructor_defaults(cls):
-    """{name: default} of the constructor arguments that are hyperparameters (not SUPPLIED)."""
-    return {name: parameter.default for name, parameter in inspect.signature(cls).parameters.items()
-            if name not in SUPPLIED and parameter.default is not inspect.Parameter.empty}
-
-
 class Miner:
     """Picks the tuples of a batch a loss is computed on; sees no gradient."""
     returns = "triplets"
@@ -47,7 +39,7 @@ class Miner:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         assert cls.returns in TUPLE_KINDS, cls
-        cls.hyperparameters = constructor_defaults(cls)
+        cls.hyperparameters = keyword_defaults(cls, SUPPLIED)
 
     def __call__(self, batch, labels):
         raise NotImplementedError
@@ -61,7 +53,7 @@ class Criterion(nn.Module):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.hyperparameters = constructor_defaults(cls)
+        cls.hyperparameters = keyword_defaults(cls, SUPPLIED)
 
     @classmethod
     def miner_names(cls):

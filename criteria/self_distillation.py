@@ -1,58 +1,59 @@
 """The one place self-distillation lives: PSD and OBDP on top of any base criterion, and the
 teacher they distil from. The method's formulas are written out in docs/method.md."""
 import copy
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 import diffusion
+from diffusion import Settings as DiffusionSettings
+from errors import SettingError
 
 
 @dataclass(frozen=True)
 class Distillation:
-    """The settings of PSD (diffusion_w = 0) or OBD-SD (diffusion_w > 0); the defaults are the
-    paper's. norm, k, knn, gamma, solver, tol and max_iters choose the diffusion's graph and
-    solver (diffusion.soft_targets); the defaults are the released code's dense softmax graph
-    and direct solve."""
+    """The settings of self-distillation: PSD alone, or with OBDP its target diffused as `diffusion`
+    says (diffusion.Settings: graph, solver, w, ...). The defaults are the paper's; PSD False is the
+    plain criterion."""
+    PSD: bool = False
+    OBDP: bool = False
     kd_tau: float = 1.0
     kd_lambda: float = 75.0
-    n_epochs: int = 150
-    diffusion_w: float = 0.0
-    diffusion_tau: float = 1.0
-    norm: str = "softmax"
-    k: int | None = None
-    knn: str = "symmetric"
-    gamma: float = 3.0
-    solver: str = "solve"
-    tol: float = 1e-6
-    max_iters: int = 1000
+    diffusion: DiffusionSettings = field(default_factory=DiffusionSettings)
 
-    def weight(self, epoch):
-        """The progressive weight (epoch / n_epochs) * kd_lambda * kd_tau^2 (epoch counted from 0)."""
-        return epoch / self.n_epochs * self.kd_lambda * self.kd_tau ** 2
+    def __post_init__(self):
+        if self.OBDP and not self.PSD:
+            raise SettingError("OBDP diffuses the target of PSD; add PSD", ["OBDP", "PSD"])
+        if self.kd_tau <= 0:
+            raise SettingError(f"kd_tau must be positive, got {self.kd_tau}", ["kd_tau"])
+        if self.kd_lambda < 0:
+            raise SettingError(f"kd_lambda must be 0 or more, got {self.kd_lambda}", ["kd_lambda"])
 
-    def graph_and_solver(self):
-        """The keywords of diffusion.soft_targets that choose the graph and the solver."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
-                if field.name in ("norm", "k", "knn", "gamma", "solver", "tol", "max_iters")}
+    def weight(self, epoch, n_epochs):
+        """The progressive weight (epoch / n_epochs) * kd_lambda * kd_tau^2 (epoch counted from 0); 0 without PSD."""
+        return epoch / n_epochs * self.kd_lambda * self.kd_tau ** 2 if self.PSD else 0.0
+
+    def target_diffusion(self):
+        """The diffusion of the target: None for PSD alone."""
+        return self.diffusion if self.OBDP else None
 
 
 class SelfDistilledCriterion(nn.Module):
     """L = L_dml + (epoch / n_epochs) * kd_lambda * kd_tau^2 * KL(target || p): the PSD loss of
-    Zeng et al. 2024 with its progressive weight (docs/method.md). `distillation` is None for the
-    plain criterion, else a Distillation."""
+    Zeng et al. 2024 with its progressive weight (docs/method.md). Without `distillation` (or with
+    its PSD off) it is the plain criterion."""
 
-    def __init__(self, base, distillation=None):
+    def __init__(self, base, distillation=None, n_epochs=150):
         super().__init__()
         self.base = base
-        self.distillation = distillation
+        self.distillation = distillation if distillation is not None and distillation.PSD else None
+        self.n_epochs = n_epochs
         self.last_terms = {}
 
     def distillation_weight(self, epoch):
-        return 0.0 if self.distillation is None else self.distillation.weight(epoch)
+        return 0.0 if self.distillation is None else self.distillation.weight(epoch, self.n_epochs)
 
     def needs_teacher(self, epoch):
         return self.distillation_weight(epoch) > 0
@@ -68,20 +69,19 @@ class SelfDistilledCriterion(nn.Module):
         if weight > 0:
             if teacher_batch is None:
                 raise ValueError("self-distillation at this epoch needs teacher_batch")
-            d = self.distillation
-            kd = distillation_loss(batch, teacher_batch, d.kd_tau, d.diffusion_w, d.diffusion_tau,
-                                   **d.graph_and_solver())
+            kd = distillation_loss(batch, teacher_batch, self.distillation.kd_tau,
+                                   self.distillation.target_diffusion())
             self.last_terms["kd"] = kd.detach()
             loss = loss + weight * kd
         return loss
 
 
-def distillation_loss(batch, teacher_batch, kd_tau, diffusion_w, diffusion_tau, **diffusion_options):
-    """KL(target || row_softmax(F F^T / kd_tau)), averaged over rows; the target has no gradient."""
+def distillation_loss(batch, teacher_batch, kd_tau, target_diffusion=None):
+    """KL(target || row_softmax(F F^T / kd_tau)), averaged over rows; the target (diffused as
+    `target_diffusion` says, if given) has no gradient."""
     student = diffusion.at_least_float32(batch)
     log_p = torch.log_softmax(student @ student.T / kd_tau, dim=1)
-    target = diffusion.soft_targets(teacher_batch, kd_tau=kd_tau, w=diffusion_w, diffusion_tau=diffusion_tau,
-                                    **diffusion_options)
+    target = diffusion.soft_targets(teacher_batch, kd_tau=kd_tau, diffusion=target_diffusion)
     return F.kl_div(log_p, target, reduction="batchmean")
 
 

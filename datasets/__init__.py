@@ -1,5 +1,7 @@
-"""Datasets by --dataset name: `select` returns the splits with their transforms attached."""
-from dataclasses import replace
+"""Datasets by name: `load(DataSettings)` (or `select(name, source, ...)`) returns the splits with
+their transforms attached; `facts(name)` the published counts, the metrics its papers report and
+its evaluation protocol."""
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -15,7 +17,8 @@ from datasets import (  # noqa: F401  (the loader modules fill the registry)
     tsinghua_dogs,
 )
 from datasets.image_dataset import ImageDataset, unusable_files, without_unreadable
-from datasets.registry import LOADERS
+from datasets.list_files import LIST_INPUTS
+from datasets.registry import LOADERS, Loader
 from datasets.splits import split_train_val, without_last_classes
 from datasets.transforms import (
     AUGMENTATIONS,
@@ -23,18 +26,80 @@ from datasets.transforms import (
     IMAGENET_STD,
     Preprocessing,
 )
-from errors import UserError
+from errors import SettingError, UserError
 
 BAD_IMAGE_POLICIES = ("fail", "skip")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """What a run trains and evaluates on: the dataset `dataset` at `source` (its folder or the
+    parent of it; the list files for `list`), the training augmentation, an optional validation
+    split cut out of the training data, the policy for files that are not images, and the last
+    `holdout_classes` training classes left out of training."""
+    dataset: str = "cub200"
+    source: str | None = None
+    augmentation: str = "base"
+    use_tv_split: bool = False
+    tv_split_perc: float = 0.8
+    tv_split_by_samples: bool = False
+    on_bad_image: str = "fail"
+    holdout_classes: int = 0
+    train_list: str | None = None
+    test_list: str | None = None
+    val_list: str | None = None
+
+    def __post_init__(self):
+        LOADERS.get(self.dataset)
+        problems = []
+        if self.augmentation not in AUGMENTATIONS:
+            problems.append((f"augmentation must be one of {', '.join(AUGMENTATIONS)}, not {self.augmentation!r}",
+                             ["augmentation"]))
+        if self.on_bad_image not in BAD_IMAGE_POLICIES:
+            problems.append((f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, not "
+                             f"{self.on_bad_image!r}", ["on_bad_image"]))
+        if not 0 < self.tv_split_perc < 1:
+            problems.append((f"tv_split_perc must lie in (0, 1), got {self.tv_split_perc}", ["tv_split_perc"]))
+        if self.holdout_classes < 0:
+            problems.append((f"holdout_classes must be 0 (off) or more, got {self.holdout_classes}",
+                             ["holdout_classes"]))
+        given = [name for name in LIST_INPUTS if getattr(self, name)]
+        if self.dataset != "list" and given:
+            problems.append((f"{given[0]} names the files of dataset list; drop it or use dataset list",
+                             [given[0], "dataset"]))
+        if self.dataset == "list" and not (self.train_list and self.test_list):
+            problems.append(("dataset list needs train_list FILE and test_list FILE (and optionally val_list)",
+                             ["dataset", "train_list", "test_list", "val_list"]))
+        if problems:
+            raise SettingError(*problems[0])
+
+    def lists(self) -> dict:
+        """The list files of the `list` dataset, by input name."""
+        return {name: getattr(self, name) for name in LIST_INPUTS}
 
 
 def names() -> list[str]:
     return LOADERS.names()
 
 
+def facts(name: str) -> Loader:
+    """The registry entry of a dataset: its published counts, the metrics its papers report, its
+    default protocol, the preprocessing it fixes."""
+    return LOADERS.get(name)
+
+
 def default_protocol(name: str) -> str:
-    """How the dataset's evaluation splits are ranked unless --evaluation_protocol says otherwise."""
-    return LOADERS.get(name).default_protocol
+    """How the dataset's evaluation splits are ranked unless the settings say otherwise."""
+    return facts(name).default_protocol
+
+
+def load(settings: DataSettings, workers: int = 0, **preprocessing) -> dict[str, ImageDataset]:
+    """The splits `settings` describe (see `select`), under the `preprocessing` of the network that
+    will see them (architectures.preprocessing), files decoded in `workers` processes."""
+    return select(settings.dataset, settings.source, augmentation=settings.augmentation,
+                  use_tv_split=settings.use_tv_split, tv_split_perc=settings.tv_split_perc,
+                  tv_split_by_samples=settings.tv_split_by_samples, on_bad_image=settings.on_bad_image,
+                  workers=workers, holdout_classes=settings.holdout_classes, lists=settings.lists(), **preprocessing)
 
 
 def select(name: str, source: str | None, *, augmentation: str = "base", crop_size: int = 224,

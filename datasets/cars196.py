@@ -79,7 +79,7 @@ def by_class_index(paths, classes, names, listed_in):
     return tuple(splits)
 
 
-@register("cars196")
+@register("cars196", published={"train": (8054, 98), "test": (8131, 98)})
 def load(source):
     root, layout = find_layout(source, "cars196", LAYOUTS, ("cars196", "stanford_cars", "CARS196"), EXPECTED)
     if layout == "repackaged":

@@ -16,6 +16,6 @@ def class_number(folder: str) -> int:
     return int(prefix)
 
 
-@register("cub200")
+@register("cub200", published={"train": (5864, 100), "test": (5924, 100)})
 def load(source):
     return load_class_tree(source, "cub200", ("cub200", "CUB_200_2011"), class_number, LAYOUT)

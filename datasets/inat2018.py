@@ -23,7 +23,7 @@ def read_split(root, name):
                        path, [number for number, _ in lines])
 
 
-@register("inat2018")
+@register("inat2018", published={"train": (325846, 5690), "test": (136093, 2452)})
 def load(source):
     root, _ = find_layout(source, "inat2018", {"smooth_ap": LISTS[0]}, ("inat2018", "iNaturalist", "inaturalist"),
                           EXPECTED)

@@ -40,7 +40,9 @@ def read_partition(path):
     return rows
 
 
-@register("inshop", default_protocol="query_gallery")
+@register("inshop", default_protocol="query_gallery", splits=("train", "query", "gallery"),
+          metrics=("e_recall@1", "e_recall@10", "e_recall@20", "e_recall@30", "e_recall@40", "mAP@R"),
+          published={"train": (25882, 3997), "query": (14218, 3985), "gallery": (12612, 3985)})
 def load(source):
     root = find_root(source, "inshop", ("inshop", "InShop", "In-shop", "In-Shop"), LAYOUT, marker=LIST_FILE)
     path = os.path.join(root, LIST_FILE)

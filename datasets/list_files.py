@@ -12,6 +12,10 @@ from datasets.registry import register
 from errors import UserError
 
 EXPECTED = "one 'path label' a line, the label an integer"
+# The files the `list` dataset reads, by the name its loader takes them under.
+LIST_INPUTS = {"train_list": "the training images, one 'path label' a line (paths relative to the list)",
+               "test_list": "the test images",
+               "val_list": "validation images (checkpoints are then selected on them)"}
 
 
 def read_list(path, known=()):

@@ -47,7 +47,9 @@ def read_split(root: str, info_file: str, layout: str = "repackaged") -> ImageDa
                         list_lines=table.index.to_numpy() + 2)  # after the header line
 
 
-@register("online_products", sample_split="first")
+@register("online_products", sample_split="first",
+          metrics=("e_recall@1", "e_recall@10", "e_recall@100", "e_recall@1000", "nmi"),
+          published={"train": (59551, 11318), "test": (60502, 11316)})
 def load(source):
     root, layout = find_layout(source, "online_products", LAYOUTS, ("online_products", "Stanford_Online_Products"),
                                LAYOUT)

@@ -24,7 +24,7 @@ def class_key(folder):
     return match.group(1) if match else name
 
 
-@register("tsinghua_dogs", default_protocol="train_gallery")
+@register("tsinghua_dogs", default_protocol="train_gallery", published={"train": (None, 130), "test": (None, 130)})
 def load(source):
     root, _ = find_layout(source, "tsinghua_dogs", {"folders": "train"}, ("tsinghua_dogs", "TsinghuaDogs"), EXPECTED)
     val_folder = os.path.join(root, "val")

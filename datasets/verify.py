@@ -12,24 +12,13 @@ import os
 import sys
 
 import datasets
-import parameters
 from errors import CommandParser, run_command
-
-# (images, classes) of each split as published; None where the publication gives no figure
-PUBLISHED = {
-    "cub200": {"train": (5864, 100), "test": (5924, 100)},
-    "cars196": {"train": (8054, 98), "test": (8131, 98)},
-    "online_products": {"train": (59551, 11318), "test": (60502, 11316)},
-    "inshop": {"train": (25882, 3997), "query": (14218, 3985), "gallery": (12612, 3985)},
-    "inat2018": {"train": (None, 5690), "test": (None, 2452)},
-    "tsinghua_dogs": {"train": (None, 130), "test": (None, 130)},
-}
 
 
 def verify(dataset, source, workers=0, partial=False, lists=None):
     """(table rows, everything holds): one row a split, its images decoded and counted."""
     splits = datasets.select(dataset, source, on_bad_image="skip", workers=workers, lists=lists)
-    published = {} if partial else PUBLISHED.get(dataset, {})
+    published = {} if partial else datasets.facts(dataset).published
     rows, holds = [], True
     for split, data in splits.items():
         images, classes = len(data) + len(data.bad_files), len(set(data.labels.tolist()))
@@ -57,14 +46,16 @@ def report(dataset, source, workers=0, partial=False, lists=None):
 
 
 def run(opt):
-    return report(opt.dataset, opt.source, opt.kernels, opt.partial, parameters.dataset_lists(opt))
+    return report(opt.dataset, opt.source, opt.kernels, opt.partial,
+                  {name: getattr(opt, name) for name in datasets.LIST_INPUTS})
 
 
 def build_parser():
     parser = CommandParser(command="python -m datasets.verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, choices=datasets.names())
     parser.add_argument("--source", default=None, help="the dataset folder, or its parent")
-    parameters.add_list_flags(parser)
+    for name, description in datasets.LIST_INPUTS.items():
+        parser.add_argument(f"--{name}", default=None, metavar="FILE", help=f"--dataset list: {description}")
     parser.add_argument("--kernels", type=int, default=min(8, os.cpu_count() or 1), help="decoding processes")
     parser.add_argument("--partial", action="store_true", help="a subset: do not compare with the published counts")
     return parser

@@ -1,4 +1,5 @@
-"""Affinity graphs on a batch of teacher embeddings, as transition matrices without self loops.
+"""Affinity graphs on a batch of teacher embeddings, as transition matrices without self loops,
+by name (`GRAPHS`, the `norm` of diffusion.Settings):
 
 softmax:   P = row_softmax((T - inf I) / tau), optionally over each row's kNN only
            (the released code's graph; row-stochastic).
@@ -6,11 +7,14 @@ symmetric: A = max(T, 0)^gamma with zero diagonal, optionally kept on the kNN on
            P = D^-1/2 A D^-1/2 with D = diag(A 1) (the classic diffusion graph of Zhou et al.
            2004 / Iscen et al. 2017; symmetric, spectral radius <= 1).
 
+A graph's constructor defaults are its parameters (tau, gamma): each becomes a setting of
+diffusion.Settings and a --diffusion_<name> flag, as a loss's become --loss_<loss>_<name> flags.
+
 With k set, the graph keeps each row's k most similar other samples, then is made symmetric:
 "symmetric" keeps an edge when either end chose it, "mutual" only when both did. Such a graph
 is built and returned as a sparse CSR tensor, O(B k) memory; a dense graph as a dense tensor.
 
-Both graphs come with their invariant pair (right, left): P right = right, left^T P = left^T,
+Every graph comes with its invariant pair (right, left): P right = right, left^T P = left^T,
 left . right = 1. The diffusion leaves the component right (left^T Y) of a signal Y unchanged, so
 an iterative solver can start exactly right on it (diffusion/propagation.py). Because the edge set
 and the similarities are symmetric, both are known in closed form: the softmax graph is the
@@ -22,8 +26,10 @@ from typing import NamedTuple
 
 import torch
 
-NORMALISATIONS = ("softmax", "symmetric")
+from registry import Registry, keyword_defaults
+
 KNN_MODES = ("symmetric", "mutual")
+GRAPHS = Registry("diffusion graph")
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
@@ -32,6 +38,75 @@ class Graph(NamedTuple):
     transition: torch.Tensor  # B x B, dense or sparse CSR
     right: torch.Tensor  # B
     left: torch.Tensor  # B
+
+
+class GraphNormalisation:
+    """How similarities become a transition matrix: `dense(similarities)` for the full graph,
+    `sparse(rows, cols, edge_similarities, size)` for a symmetric edge set (sorted by row, then
+    column). `symmetric` says whether the transition matrix is symmetric, as the conjugate-gradient
+    solver needs."""
+    symmetric = False
+    parameters = {}  # filled from the constructor's defaults
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.parameters = keyword_defaults(cls)
+
+    def dense(self, similarities) -> Graph:
+        raise NotImplementedError
+
+    def sparse(self, rows, cols, edge_similarities, size) -> Graph:
+        raise NotImplementedError
+
+
+@GRAPHS.register("softmax")
+class SoftmaxGraph(GraphNormalisation):
+    """P = row_softmax((T - inf I) / tau) over each row's edges."""
+
+    def __init__(self, tau=1.0):
+        self.tau = tau
+
+    def dense(self, similarities):
+        no_self = torch.eye(len(similarities), dtype=torch.bool, device=similarities.device)
+        logits = similarities.masked_fill(no_self, float("-inf")).div_(self.tau)
+        log_normalisers = torch.logsumexp(logits, dim=1)
+        transition = torch.exp_(logits.sub_(log_normalisers[:, None]))
+        return Graph(transition, *_softmax_invariant(log_normalisers))
+
+    def sparse(self, rows, cols, edge_similarities, size):
+        logits = edge_similarities / self.tau
+        row_max = torch.full((size,), float("-inf"), dtype=logits.dtype, device=logits.device)
+        row_max = row_max.scatter_reduce(0, rows, logits, reduce="amax")
+        weights = (logits - row_max[rows]).exp()
+        row_sums = _row_sums(weights, rows, size)
+        values = weights / row_sums[rows]
+        return Graph(csr_matrix(rows, cols, values, size), *_softmax_invariant(row_max + row_sums.log()))
+
+
+@GRAPHS.register("symmetric")
+class SymmetricGraph(GraphNormalisation):
+    """P = D^-1/2 A D^-1/2 with A = max(T, 0)^gamma on the edges."""
+    symmetric = True
+
+    def __init__(self, gamma=3.0):
+        self.gamma = gamma
+
+    def dense(self, similarities):
+        no_self = torch.eye(len(similarities), dtype=torch.bool, device=similarities.device)
+        affinity = similarities.clamp_min(0).pow(self.gamma).masked_fill(no_self, 0.0)
+        degree = affinity.sum(dim=1)
+        inverse_sqrt_degree = degree.clamp_min(1e-12).rsqrt()
+        transition = inverse_sqrt_degree[:, None] * affinity * inverse_sqrt_degree[None, :]
+        unit = _unit(degree.sqrt())
+        return Graph(transition, unit, unit)
+
+    def sparse(self, rows, cols, edge_similarities, size):
+        affinity = edge_similarities.clamp_min(0).pow(self.gamma)
+        degree = _row_sums(affinity, rows, size)
+        inverse_sqrt_degree = degree.clamp_min(1e-12).rsqrt()
+        values = inverse_sqrt_degree[rows] * affinity * inverse_sqrt_degree[cols]
+        unit = _unit(degree.sqrt())
+        return Graph(csr_matrix(rows, cols, values, size), unit, unit)
 
 
 def nearest_neighbours(similarities, k):
@@ -67,56 +142,26 @@ def edges_from_neighbours(neighbours, mode="symmetric"):
     return keys // size, keys % size
 
 
-def affinity_graph(similarities, norm="softmax", tau=1.0, gamma=3.0, k=None, knn="symmetric"):
-    """The Graph (transition matrix and invariant pair) of the teacher batch; see the module docstring."""
-    if norm not in NORMALISATIONS:
-        raise ValueError(f"unknown graph normalisation {norm!r}; use one of {', '.join(NORMALISATIONS)}")
+def affinity_graph(similarities, graph=None, k=None, knn="symmetric"):
+    """The Graph (transition matrix and invariant pair) of the teacher batch's `similarities` under
+    `graph` (a GraphNormalisation; default: the softmax graph at tau 1), dense, or on the kNN edges
+    when k is set."""
+    graph = graph or SoftmaxGraph()
     if k is None:
-        return _dense_graph(similarities, norm, tau, gamma)
+        return graph.dense(similarities)
     rows, cols = knn_edges(similarities, k, knn)
-    return sparse_graph(rows, cols, similarities[rows, cols], len(similarities), norm, tau, gamma)
+    return graph.sparse(rows, cols, similarities[rows, cols], len(similarities))
 
 
-def sparse_graph(rows, cols, edge_similarities, size, norm="symmetric", tau=1.0, gamma=3.0):
-    """The Graph, with a CSR transition matrix, of a symmetric edge set given as sorted (rows, cols)
-    with their similarities."""
-    if norm == "softmax":
-        logits = edge_similarities / tau
-        row_max = torch.full((size,), float("-inf"), dtype=logits.dtype, device=logits.device)
-        row_max = row_max.scatter_reduce(0, rows, logits, reduce="amax")
-        weights = (logits - row_max[rows]).exp()
-        row_sums = _row_sums(weights, rows, size)
-        values = weights / row_sums[rows]
-        right, left = _softmax_invariant(row_max + row_sums.log())
-    else:
-        affinity = edge_similarities.clamp_min(0).pow(gamma)
-        degree = _row_sums(affinity, rows, size)
-        inverse_sqrt_degree = degree.clamp_min(1e-12).rsqrt()
-        values = inverse_sqrt_degree[rows] * affinity * inverse_sqrt_degree[cols]
-        right = left = _unit(degree.sqrt())
+def csr_matrix(rows, cols, values, size):
+    """The size x size CSR tensor of the entries (rows, cols, values), sorted by row then column."""
     row_starts = torch.zeros(size + 1, dtype=torch.int64, device=rows.device)
     row_starts[1:] = torch.bincount(rows, minlength=size).cumsum(0)
-    transition = torch.sparse_csr_tensor(row_starts, cols, values, (size, size), check_invariants=False)
-    return Graph(transition, right, left)
+    return torch.sparse_csr_tensor(row_starts, cols, values, (size, size), check_invariants=False)
 
 
 def _row_sums(values, rows, size):
     return torch.zeros(size, dtype=values.dtype, device=values.device).index_add_(0, rows, values)
-
-
-def _dense_graph(similarities, norm, tau, gamma):
-    no_self = torch.eye(len(similarities), dtype=torch.bool, device=similarities.device)
-    if norm == "softmax":
-        logits = similarities.masked_fill(no_self, float("-inf")).div_(tau)
-        log_normalisers = torch.logsumexp(logits, dim=1)
-        transition = torch.exp_(logits.sub_(log_normalisers[:, None]))
-        return Graph(transition, *_softmax_invariant(log_normalisers))
-    affinity = similarities.clamp_min(0).pow(gamma).masked_fill(no_self, 0.0)
-    degree = affinity.sum(dim=1)
-    inverse_sqrt_degree = degree.clamp_min(1e-12).rsqrt()
-    transition = inverse_sqrt_degree[:, None] * affinity * inverse_sqrt_degree[None, :]
-    unit = _unit(degree.sqrt())
-    return Graph(transition, unit, unit)
 
 
 def _softmax_invariant(log_normalisers):

@@ -1,12 +1,14 @@
-"""Solvers of the diffusion (I - w P) X = (1 - w) Y, for dense or sparse CSR P and B x C targets Y.
+"""Solvers of the diffusion (I - w P) X = (1 - w) Y, for dense or sparse CSR P and B x C targets Y,
+by name (`SOLVERS`, the `solver` of diffusion.Settings):
 
 solve:     direct linear solve (dense; a sparse P is densified), O(B^3).
-iterative: X <- w P X + (1 - w) Y until the largest change is below tol or after max_iters
+iterative: X <- w P X + (1 - w) Y until the largest change is below tol or after `iters`
            steps; converges at rate w for a P of spectral radius <= 1. O(nnz C) a step.
 cg:        conjugate gradient, all C columns at once; needs a symmetric P (symmetric normalisation),
            for which I - w P is positive definite. O(nnz C) a step, about sqrt((1+w)/(1-w)) times
            fewer steps than the iteration.
 
+A solver's constructor defaults are its parameters (tol, iters), settings and flags as a graph's are.
 Given the graph's invariant pair (P r = r, l^T P = l^T, l . r = 1; diffusion/graphs.py), the
 iterative solvers start from `initial_guess`: exact on the component r l^T Y, which the diffusion
 leaves unchanged, and first order on the rest. That component converges only at rate w (w = 0.99:
@@ -14,19 +16,55 @@ hundreds of steps); the rest at rate w |lambda_2|, a few steps on a well-connect
 """
 import torch
 
-SOLVERS = ("solve", "iterative", "cg")
+from registry import Registry, keyword_defaults
+
+SOLVERS = Registry("diffusion solver", order=None)
 
 
-def diffuse(transition, targets, w, solver="solve", tol=1e-6, max_iters=1000, invariant=None):
-    """(1 - w) (I - w P)^-1 Y by the chosen solver; `invariant` = (r, l) of P, if known."""
-    if solver == "solve":
+class Solver:
+    """solver(transition, targets, w, invariant=None) -> (1 - w) (I - w P)^-1 Y; `invariant` = (r, l)
+    of P, if known. `needs_symmetric`: only for a symmetric P. `iterative`: it never forms a dense
+    B x B matrix, so it serves graphs of any size."""
+    needs_symmetric = False
+    iterative = True
+    parameters = {}  # filled from the constructor's defaults
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.parameters = keyword_defaults(cls)
+
+    def __call__(self, transition, targets, w, invariant=None):
+        raise NotImplementedError
+
+
+@SOLVERS.register("solve")
+class DirectSolve(Solver):
+    iterative = False
+
+    def __call__(self, transition, targets, w, invariant=None):
         return solve(transition, targets, w)
-    start = None if invariant is None else initial_guess(targets, w, *invariant)
-    if solver == "iterative":
-        return iterate(transition, targets, w, tol, max_iters, start)[0]
-    if solver == "cg":
-        return conjugate_gradient(transition, targets, w, tol, max_iters, start)[0]
-    raise ValueError(f"unknown diffusion solver {solver!r}; use one of {', '.join(SOLVERS)}")
+
+
+@SOLVERS.register("iterative")
+class FixedPointIteration(Solver):
+    def __init__(self, tol=1e-6, iters=1000):
+        self.tol, self.iters = tol, iters
+
+    def __call__(self, transition, targets, w, invariant=None):
+        start = None if invariant is None else initial_guess(targets, w, *invariant)
+        return iterate(transition, targets, w, self.tol, self.iters, start)[0]
+
+
+@SOLVERS.register("cg")
+class ConjugateGradient(Solver):
+    needs_symmetric = True
+
+    def __init__(self, tol=1e-6, iters=1000):
+        self.tol, self.iters = tol, iters
+
+    def __call__(self, transition, targets, w, invariant=None):
+        start = None if invariant is None else initial_guess(targets, w, *invariant)
+        return conjugate_gradient(transition, targets, w, self.tol, self.iters, start)[0]
 
 
 def initial_guess(targets, w, right, left):

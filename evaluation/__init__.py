@@ -10,7 +10,6 @@ from evaluation.features import embed
 from evaluation.metrics import (
     check_names,
     compute,
-    default_metrics,
     ranking_metrics,
     small_class_warnings,
     usage,
@@ -18,5 +17,5 @@ from evaluation.metrics import (
 )
 from evaluation.neighbours import diffusion_reranked, nearest_neighbours, search
 
-__all__ = ["check_names", "compute", "default_metrics", "diffusion_reranked", "embed", "nearest_neighbours",
+__all__ = ["check_names", "compute", "diffusion_reranked", "embed", "nearest_neighbours",
            "ranking_metrics", "search", "small_class_warnings", "usage", "vote_depths"]

@@ -77,15 +77,6 @@ def small_class_warnings(labels, depths, split):
             for what, k in depths.items() if k > max(reach, 1)]
 
 
-def default_metrics(dataset):
-    """The metrics the field reports per dataset: Recall@1/2/4/8 and NMI on CUB and CARS,
-    Recall@1/10/100/1000 and NMI on SOP, Recall@1/10/20/30/40 and MAP@R on In-Shop."""
-    if dataset == "inshop":
-        return [f"e_recall@{k}" for k in (1, 10, 20, 30, 40)] + ["mAP@R"]
-    ks = (1, 10, 100, 1000) if dataset == "online_products" else (1, 2, 4, 8)
-    return [f"e_recall@{k}" for k in ks] + ["nmi"]
-
-
 def usage() -> str:
     return ", ".join(METRICS.names())
 

@@ -160,12 +160,15 @@ def full_ranking_positive_ranks(features, labels, device=None, gallery=None):
     return np.concatenate(queries), np.concatenate(ranks)
 
 
-def diffusion_reranked(graph_k=20, w=0.99, shortlist=100):
+def diffusion_reranked(settings=None, shortlist=100):
     """A `neighbours` function for evaluation.compute: each query's exact nearest neighbours (at
-    least `shortlist` of them) re-ordered by diffusion over the mutual kNN graph of the evaluated
-    set (diffusion.rerank; Iscen et al. 2017)."""
+    least `shortlist` of them) re-ordered by diffusion over the kNN graph of the evaluated set as
+    `settings` (a diffusion.Settings; default: the mutual 20-NN symmetric graph of Iscen et al. 2017)
+    say (diffusion.rerank)."""
+    settings = settings or diffusion.rerank_settings()
+
     def reranked(features, k):
         candidates = nearest_neighbours(features, max(k, shortlist))
-        return diffusion.rerank(features, candidates, k, graph_k=graph_k, w=w)
+        return diffusion.rerank(features, candidates, k, settings)
 
     return reranked

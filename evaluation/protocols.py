@@ -1,4 +1,4 @@
-"""Which set each evaluation split is ranked against: the evaluation protocols.
+"""Which set each evaluation split is ranked against: the evaluation protocols, by name (PROTOCOLS).
 
 - self: each evaluation split (val, test) against itself, each image left out of its own
   ranking; the released protocol of CUB200, CARS196 and SOP.
@@ -10,8 +10,11 @@
   itself.
 """
 from dataclasses import dataclass
+from typing import Callable
 
-PROTOCOLS = ("self", "query_gallery", "train_gallery")
+from registry import Registry
+
+PROTOCOLS = Registry("evaluation protocol", order=None)
 
 
 @dataclass(frozen=True)
@@ -22,19 +25,46 @@ class Ranking:
     protocol: str  # the protocol that made the row
 
 
-def rankings(splits, protocol):
-    """The Rankings of the evaluation splits of `splits` ({name: ImageDataset}, "train" among them)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown evaluation protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    evaluated = [split for split in splits if split not in ("train", "query", "gallery")]
-    if protocol == "query_gallery":
-        if "query" not in splits or "gallery" not in splits:
-            raise ValueError("the query_gallery protocol needs a dataset with query and gallery images (inshop)")
-        return [Ranking(split, split, None, "self") for split in evaluated] + \
-            [Ranking("test", "query", "gallery", "query_gallery")]
-    evaluated += [split for split in ("query", "gallery") if split in splits]
-    if protocol == "self":
-        return [Ranking(split, split, None, "self") for split in evaluated]
+@dataclass(frozen=True)
+class Protocol:
+    rankings: Callable  # rankings(splits) -> [Ranking], splits {name: ImageDataset} with "train" among them
+    needs: tuple[str, ...] = ()  # the splits a dataset must have for it
+
+
+def register(name, needs=()):
+    def add(rankings):
+        PROTOCOLS.register(name, Protocol(rankings, tuple(needs)))
+        return rankings
+
+    return add
+
+
+def _evaluated(splits):
+    return [split for split in splits if split not in ("train", "query", "gallery")]
+
+
+@register("self")
+def _each_against_itself(splits):
+    evaluated = _evaluated(splits) + [split for split in ("query", "gallery") if split in splits]
+    return [Ranking(split, split, None, "self") for split in evaluated]
+
+
+@register("query_gallery", needs=("query", "gallery"))
+def _query_against_gallery(splits):
+    if "query" not in splits or "gallery" not in splits:
+        raise ValueError("the query_gallery protocol needs a dataset with query and gallery images (inshop)")
+    return [Ranking(split, split, None, "self") for split in _evaluated(splits)] + \
+        [Ranking("test", "query", "gallery", "query_gallery")]
+
+
+@register("train_gallery")
+def _against_the_training_images(splits):
     seen = set(splits["train"].class_names)
+    evaluated = _evaluated(splits) + [split for split in ("query", "gallery") if split in splits]
     return [Ranking(split, split, "train", "train_gallery") if seen & set(splits[split].class_names)
             else Ranking(split, split, None, "self") for split in evaluated]
+
+
+def rankings(splits, protocol):
+    """The Rankings of the evaluation splits of `splits` ({name: ImageDataset}, "train" among them)."""
+    return PROTOCOLS.get(protocol).rankings(splits)

@@ -2,7 +2,7 @@
 selection split (the validation split when there is one, else test), among the trained epochs.
 Epoch 0, the network before training, is evaluated and logged but never selected: the released
 protocol evaluates trained epochs only. main.py keeps a best checkpoint per metric by this rule,
-and evaluation.summarize reads run tables by it."""
+and studies.summarize reads run tables by it."""
 
 
 def is_candidate(epoch):

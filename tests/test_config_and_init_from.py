@@ -7,6 +7,7 @@ import torch
 
 import architectures
 import parameters
+import training
 from evaluation import networks
 from tests import program
 
@@ -39,24 +40,61 @@ def test_yaml_values_and_command_line_overrides(tmp_path):
     config.write_text("dataset: cars196\nlr: 1e-5\nkd_lambda: 200\nPSD: true\nOBDP: true\ntau: [200, 250]\n"
                       "gpu: 1\narch: resnet50_frozen_normalize_double\nloss_margin_beta_constant: true\n"
                       "evaluation_metrics: [e_recall@1, nmi]\n")
-    opt = parameters.parse(["--config", str(config), "--kd_lambda", "75", "--tau", "10"])
-    assert (opt.dataset, opt.lr, opt.PSD, opt.OBDP, opt.gpu, opt.arch, opt.loss_margin_beta_constant) == \
-        ("cars196", 1e-5, True, True, [1], "resnet50_frozen_normalize_double", True)
-    assert (opt.kd_lambda, opt.tau) == (75.0, [10])
-    assert opt.evaluation_metrics == ["e_recall@1", "nmi"]
-    assert "config" not in vars(opt)
+    settings = parameters.parse(["--config", str(config), "--kd_lambda", "75", "--tau", "10", "--loss", "margin"])
+    assert (settings.data.dataset, settings.optimisation.lr, settings.distillation.PSD, settings.distillation.OBDP,
+            settings.training.gpu, settings.model.arch, settings.loss.hyperparameters["beta_constant"]) == \
+        ("cars196", 1e-5, True, True, (1,), "resnet50_frozen_normalize_double", True)
+    assert (settings.distillation.kd_lambda, settings.optimisation.tau) == (75.0, (10,))
+    assert settings.evaluation.evaluation_metrics == ("e_recall@1", "nmi")
+    assert "config" not in training.to_record(settings)
+
+
+def test_a_config_includes_recipes_and_states_what_differs(tmp_path, capsys):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "recipe.yaml").write_text("bs: 56\nlr: 3.0e-5\nembed_dim: 64\n")
+    (tmp_path / "recipes" / "data.yaml").write_text("include: recipe.yaml\ndataset: cars196\nlr: 1.0e-4\n")
+    (tmp_path / "run.yaml").write_text("include: [recipes/data.yaml]\nembed_dim: 32\n")
+    settings = parameters.parse(["--config", str(tmp_path / "run.yaml"), "--bs", "28"])
+    # the including file wins over what it includes, the command line over every file
+    assert (settings.batches.bs, settings.optimisation.lr, settings.model.embed_dim, settings.data.dataset) == \
+        (28, 1e-4, 32, "cars196")
+    (tmp_path / "recipes" / "recipe.yaml").write_text("include: data.yaml\n")
+    error = parse_error(["--config", str(tmp_path / "run.yaml")], capsys)
+    assert "includes data.yaml, which includes it again" in error
+    (tmp_path / "loop.yaml").write_text("include: [recipes/missing.yaml]\n")
+    assert "missing.yaml: cannot read it" in parse_error(["--config", str(tmp_path / "loop.yaml")], capsys)
 
 
 def test_a_saved_config_loads_back_to_the_same_flags(tmp_path):
-    opt = parameters.parse(["--dataset", "online_products", "--gpu", "0", "1", "--tau", "70", "100", "--PSD", "--OBDP",
-                            "--diffusion_k", "5", "--loss", "margin_obd_sd", "--batch_mining", "semihard",
-                            "--savename", "-odd name", "--resume", "", "--fc_lr", "-1", "--storage_metrics", "nmi"])
+    settings = parameters.parse(["--dataset", "online_products", "--gpu", "0", "1", "--tau", "70", "100", "--PSD",
+                                 "--OBDP", "--diffusion_k", "5", "--diffusion_norm", "symmetric", "--diffusion_solver",
+                                 "cg", "--diffusion_iters", "50", "--loss", "margin_obd_sd", "--batch_mining",
+                                 "semihard", "--savename", "-odd name", "--resume", "", "--fc_lr", "-1",
+                                 "--storage_metrics", "nmi", "--evaluation_diffusion", "--evaluation_diffusion_w",
+                                 "0.9"])
     saved = tmp_path / "config.json"
-    saved.write_text(json.dumps(vars(opt)))  # what a run writes
-    assert vars(parameters.parse(["--config", str(saved)])) == vars(opt)
+    saved.write_text(json.dumps(training.to_record(settings)))  # what a run writes
+    assert parameters.parse(["--config", str(saved)]) == settings
+    assert training.from_record(json.loads(saved.read_text())) == settings
     # A resumed run started from the file compares equal to one given the same flags on the command line.
-    parameters.check_resumable(json.loads(saved.read_text()), vars(parameters.parse(["--config", str(saved)])),
-                               force=False, folder=tmp_path)
+    assert training.differences(json.loads(saved.read_text()), training.to_record(settings)) == {}
+
+
+def test_a_record_written_before_the_settings_resumes_alike():
+    # A config.json of the version before typed settings: every flag, every loss's hyperparameters,
+    # a null protocol (the dataset's), an integer for a float flag.
+    old = json.loads(json.dumps(vars(parameters.build_parser().parse_args(
+        ["--dataset", "digits", "--loss", "margin", "--PSD", "--OBDP", "--kd_lambda", "1000"]))))
+    del old["config"]
+    old |= {"evaluation_metrics": ["e_recall@1", "e_recall@2", "e_recall@4", "e_recall@8", "nmi"],
+            "evaluation_protocol": None, "kd_lambda": 1000, "loss_triplet_margin": 0.5}
+    settings = training.from_record(old)
+    assert settings == parameters.parse(["--dataset", "digits", "--loss", "margin", "--PSD", "--OBDP",
+                                         "--kd_lambda", "1000"])
+    # another loss's hyperparameter does not change the run; its own does
+    assert training.differences(old, training.to_record(settings)) == {}
+    changed = training.to_record(settings) | {"loss_margin_beta": 1.0}
+    assert training.differences(old, changed) == {"loss_margin_beta": (1.2, 1.0)}
 
 
 @pytest.mark.parametrize("name,content,fragments", [
@@ -98,7 +136,7 @@ def source_run(tmp_path_factory, one_thread):
 
 def test_a_run_config_json_loads_back(source_run):
     saved = json.loads((source_run / "config.json").read_text())
-    assert vars(parameters.parse(["--config", str(source_run / "config.json")])) == saved
+    assert training.to_record(parameters.parse(["--config", str(source_run / "config.json")])) == saved
 
 
 def test_finetuning_with_another_criterion_starts_from_the_checkpoint(source_run, tmp_path, one_thread, offline):

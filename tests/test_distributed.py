@@ -11,11 +11,11 @@ import torch
 import torch.multiprocessing as mp
 
 import architectures
-import criteria
 import distributed
 import parameters
-import training
 from tests.test_main import DIGITS, REPO, read_csv
+from training.run import build_criterion
+from training.step import TrainingStep
 
 GLOBAL_BATCH, SAMPLES_PER_CLASS, WORLD = 8, 2, 2
 OBD_SD = ["--loss", "multisimilarity", "--PSD", "--OBDP", "--diffusion_w", "0.9"]
@@ -35,14 +35,14 @@ def one_step(flags, rank=0, world_size=1):
     opt = parameters.parse(["--n_epochs", "2", "--kd_lambda", "10", "--embed_dim", "8",
                             "--arch", "resnet18_frozen_normalize", *flags])
     torch.manual_seed(0)
-    model = architectures.select(opt.arch, 8, pretrained=False, image_size=32)
+    model = architectures.select(opt.model.arch, 8, pretrained=False, image_size=32)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     with torch.no_grad():  # a teacher that differs from the student
         for parameter in teacher.parameters():
             parameter.add_(0.01 * torch.randn_like(parameter))
-    criterion = criteria.select(**parameters.criterion_arguments(opt, 4))
+    criterion = build_criterion(opt, 4)
     optimizer = torch.optim.SGD([*model.parameters(), *criterion.parameters()], lr=0.0)
-    step = training.TrainingStep(model, teacher, criterion, optimizer)
+    step = TrainingStep(model, teacher, criterion, optimizer)
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(GLOBAL_BATCH, 3, 32, 32, generator=generator)
     labels = torch.arange(GLOBAL_BATCH // SAMPLES_PER_CLASS).repeat_interleave(SAMPLES_PER_CLASS)

@@ -8,11 +8,12 @@ import pytest
 import architectures
 import criteria
 import datasets
+import diffusion
 import evaluation.metrics
 
 PAGE = Path(__file__).parent.parent / "docs" / "extending.md"
 REGISTRIES = [criteria.CRITERIA, criteria.MINERS, evaluation.metrics.METRICS, datasets.LOADERS,
-              architectures.BACKBONES]
+              architectures.BACKBONES, diffusion.GRAPHS, diffusion.SOLVERS]
 
 
 def sections():
@@ -36,7 +37,8 @@ def registries_restored():
 
 
 def test_the_page_has_an_example_of_each_plugin_kind():
-    assert list(sections()) == ["A loss", "A miner", "A metric", "A dataset", "A backbone"]
+    assert list(sections()) == ["A loss", "A miner", "A metric", "A dataset", "A backbone",
+                                "A diffusion graph or solver"]
 
 
 @pytest.mark.parametrize("title", list(sections()))

@@ -8,9 +8,12 @@ import pytest
 import torch
 
 import architectures
-import criteria
 import parameters
-import training
+from errors import SettingError
+from training import optimisation
+from training.optimisation import OptimisationSettings
+from training.run import build_criterion
+from training.step import TrainingStep
 
 
 def planned_factor(step, warmup, total):
@@ -33,9 +36,11 @@ def test_adamw_cosine_warmup_and_layer_decay_give_each_parameter_its_planned_rat
     torch.manual_seed(0)
     model = architectures.select("timm:vit_tiny_patch16_224_normalize", 8, pretrained=False, image_size=32)
     opt = parameters.parse(["--loss", "proxyanchor", "--embed_dim", "8"])
-    criterion = criteria.select(**parameters.criterion_arguments(opt, 4))
-    optimizer = training.build_optimizer(model, criterion, "adamw", lr, head_lr, decay, layer_decay)
-    schedule = training.LearningRateSchedule(optimizer, "cosine", total_steps=total, warmup_steps=warmup)
+    criterion = build_criterion(opt, 4)
+    settings = OptimisationSettings(optim="adamw", lr=lr, fc_lr=head_lr, decay=decay, layer_decay=layer_decay,
+                                    scheduler="cosine", warmup_epochs=warmup)
+    optimizer = optimisation.build_optimizer(model, criterion, settings)
+    schedule = optimisation.schedule(optimizer, settings, steps_per_epoch=1, n_epochs=total)
     assert isinstance(optimizer, torch.optim.AdamW)
     group_of = {id(parameter): group for group in optimizer.param_groups for parameter in group["params"]}
     proxies = [parameter for parameter in criterion.parameters()]
@@ -64,8 +69,8 @@ def test_adamw_cosine_warmup_and_layer_decay_give_each_parameter_its_planned_rat
 
 def test_layer_decay_of_a_resnet_goes_by_its_blocks_and_a_backbone_without_blocks_is_refused():
     model = architectures.select("resnet18", 8, pretrained=False)
-    criterion = criteria.select(**parameters.criterion_arguments(parameters.parse([]), 4))
-    optimizer = training.build_optimizer(model, criterion, "adam", 1.0, None, 0.0, 0.5)
+    criterion = build_criterion(parameters.parse([]), 4)
+    optimizer = optimisation.build_optimizer(model, criterion, OptimisationSettings(lr=1.0, decay=0.0, layer_decay=0.5))
     lr_of = {id(parameter): group["lr"] for group in optimizer.param_groups for parameter in group["params"]}
     named = dict(model.model.named_parameters())
     # the stem at depth 0, then layer1.0 ... layer4.1 at 1 ... 8: the head sits at 9
@@ -73,15 +78,16 @@ def test_layer_decay_of_a_resnet_goes_by_its_blocks_and_a_backbone_without_block
     assert lr_of[id(named["layer1.0.conv1.weight"])] == 0.5 ** 8
     assert lr_of[id(named["layer4.1.bn2.bias"])] == 0.5
     assert lr_of[id(named["last_linear.weight"])] == 1.0
-    with pytest.raises(training.UserError, match="--arch googlenet has no layer groups"):
-        training.build_optimizer(architectures.select("googlenet", 8, pretrained=False), criterion, "adam", 1.0,
-                                 None, 0.0, 0.5)
+    with pytest.raises(SettingError, match="arch googlenet has no layer groups") as refused:
+        optimisation.build_optimizer(architectures.select("googlenet", 8, pretrained=False), criterion,
+                                     OptimisationSettings(lr=1.0, decay=0.0, layer_decay=0.5))
+    assert "--arch googlenet" in parameters.flags_named(refused.value)
 
 
 def test_the_step_schedule_is_the_released_multistep_one():
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.Adam([parameter], lr=1.0)
-    schedule = training.LearningRateSchedule(optimizer, "step", milestones=[2, 3], gamma=0.3)
+    schedule = optimisation.schedule(optimizer, OptimisationSettings(tau=(2, 3), gamma=0.3), 5, 4)
     rates = []
     for _ in range(4):
         for _ in range(5):
@@ -96,7 +102,8 @@ def test_a_resumed_cosine_schedule_goes_on_where_it_stopped():
     def fresh():
         parameter = torch.nn.Parameter(torch.zeros(1))
         optimizer = torch.optim.AdamW([parameter], lr=1.0)
-        return optimizer, training.LearningRateSchedule(optimizer, "cosine", total_steps=20, warmup_steps=4)
+        settings = OptimisationSettings(scheduler="cosine", warmup_epochs=4)
+        return optimizer, optimisation.schedule(optimizer, settings, steps_per_epoch=1, n_epochs=20)
 
     optimizer, schedule = fresh()
     for _ in range(7):
@@ -124,9 +131,9 @@ def _saved(state):
 def test_clip_grad_bounds_the_gradient_norm_of_the_step():
     torch.manual_seed(0)
     model = architectures.select("timm:vit_tiny_patch16_224_normalize", 8, pretrained=False, image_size=32)
-    criterion = criteria.select(**parameters.criterion_arguments(parameters.parse(["--embed_dim", "8"]), 4))
+    criterion = build_criterion(parameters.parse(["--embed_dim", "8"]), 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    step = training.TrainingStep(model, None, criterion, optimizer, clip_grad=1e-3)
+    step = TrainingStep(model, None, criterion, optimizer, clip_grad=1e-3)
     images, labels = torch.randn(8, 3, 32, 32), torch.arange(4).repeat_interleave(2)
     step(images, labels, epoch=0)
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))

@@ -1,4 +1,3 @@
-import dataclasses
 import importlib.util
 import re
 import subprocess
@@ -7,7 +6,10 @@ from pathlib import Path
 import pytest
 
 import criteria
+import diffusion
 import parameters
+import training
+from training.run import build_criterion
 
 
 def parse_error(argv, capsys):
@@ -18,40 +20,43 @@ def parse_error(argv, capsys):
 
 
 def test_defaults_are_the_paper_runs():
-    opt = parameters.parse([])
-    assert (opt.optim, opt.lr, opt.decay, opt.bs, opt.samples_per_class, opt.embed_dim, opt.arch) == \
+    settings = parameters.parse([])
+    assert settings == training.RunSettings()
+    optimisation, model = settings.optimisation, settings.model
+    assert (optimisation.optim, optimisation.lr, optimisation.decay, settings.batches.bs,
+            settings.batches.samples_per_class, model.embed_dim, model.arch) == \
         ("adam", 1e-5, 4e-4, 112, 2, 128, "resnet50_frozen_normalize")
-    assert (opt.kd_tau, opt.kd_lambda, opt.diffusion_w, opt.diffusion_tau) == (1.0, 75.0, 0.99, 1.0)
-    assert (opt.loss_multisimilarity_pos_weight, opt.loss_multisimilarity_neg_weight,
-            opt.loss_multisimilarity_margin, opt.loss_multisimilarity_thresh) == (2.0, 40.0, 0.1, 0.5)
-    assert (opt.loss_margin_margin, opt.loss_margin_beta, opt.loss_margin_beta_lr) == (0.2, 1.2, 5e-4)
-    assert opt.evaluation_metrics == ["e_recall@1", "e_recall@2", "e_recall@4", "e_recall@8", "nmi"]
+    distillation = settings.distillation
+    assert (distillation.kd_tau, distillation.kd_lambda, distillation.diffusion.w,
+            distillation.diffusion.options["tau"]) == (1.0, 75.0, 0.99, 1.0)
+    assert settings.loss.hyperparameters == {"pos_weight": 2.0, "neg_weight": 40.0, "margin": 0.1, "thresh": 0.5}
+    margin = parameters.parse(["--loss", "margin"]).loss.hyperparameters
+    assert (margin["margin"], margin["beta"], margin["beta_lr"]) == (0.2, 1.2, 5e-4)
+    assert settings.evaluation.evaluation_metrics == ("e_recall@1", "e_recall@2", "e_recall@4", "e_recall@8", "nmi")
 
 
-def build_criterion(argv):
-    return criteria.select(**parameters.criterion_arguments(parameters.parse(argv), criteria.DEFAULT_CLASSES))
+def criterion_of(argv):
+    return build_criterion(parameters.parse(argv), criteria.DEFAULT_CLASSES)
 
 
 def test_paper_flags_parse_and_build_the_criterion():
-    criterion = build_criterion(["--dataset", "cars196", "--loss", "multisimilarity_obd_sd", "--PSD", "--OBDP",
+    criterion = criterion_of(["--dataset", "cars196", "--loss", "multisimilarity_obd_sd", "--PSD", "--OBDP",
                                  "--kd_lambda", "200", "--diffusion_w", "0.99", "--arch",
                                  "resnet50_frozen_normalize_double", "--embed_dim", "512", "--tau", "200", "250",
                                  "--gamma", "0.3", "--n_epochs", "300"])
-    settings = dataclasses.asdict(criterion.distillation)
-    assert settings.items() >= {"kd_tau": 1.0, "kd_lambda": 200.0, "n_epochs": 300,
-                                "diffusion_w": 0.99, "diffusion_tau": 1.0}.items()
-    assert criterion.distillation.graph_and_solver() == {"norm": "softmax", "k": None, "knn": "symmetric",
-                                                         "gamma": 3.0, "solver": "solve", "tol": 1e-6,
-                                                         "max_iters": 1000}
+    assert criterion.distillation == criteria.Distillation(PSD=True, OBDP=True, kd_tau=1.0, kd_lambda=200.0)
+    assert criterion.n_epochs == 300
+    assert criterion.distillation.diffusion == diffusion.Settings(w=0.99, norm="softmax", k=None, knn="symmetric",
+                                                                  solver="solve", options={"tau": 1.0})
     assert criterion.distillation_weight(150) == pytest.approx(100.0)
-    assert parameters.parse(["--dataset", "online_products"]).evaluation_metrics[:4] == \
-        ["e_recall@1", "e_recall@10", "e_recall@100", "e_recall@1000"]
+    assert parameters.parse(["--dataset", "online_products"]).evaluation.evaluation_metrics[:4] == \
+        ("e_recall@1", "e_recall@10", "e_recall@100", "e_recall@1000")
 
 
 def test_psd_alone_distils_the_undiffused_target():
-    criterion = build_criterion(["--PSD"])
-    assert criterion.distillation.diffusion_w == 0.0
-    assert build_criterion([]).distillation is None
+    criterion = criterion_of(["--PSD"])
+    assert criterion.distillation.target_diffusion() is None
+    assert criterion_of([]).distillation is None
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -111,8 +116,8 @@ def test_help_shows_every_default(capsys):
 
 
 def test_storage_metric_is_always_evaluated():
-    opt = parameters.parse(["--evaluation_metrics", "nmi", "--storage_metrics", "e_recall@1"])
-    assert opt.evaluation_metrics == ["nmi", "e_recall@1"]
+    settings = parameters.parse(["--evaluation_metrics", "nmi", "--storage_metrics", "e_recall@1"])
+    assert settings.evaluation.evaluation_metrics == ("nmi", "e_recall@1")
 
 
 def command_flags(capsys):
@@ -122,14 +127,15 @@ def command_flags(capsys):
     import Test_pretrained_models
     from benchmarks import criterion, diffusion, evaluation, train_step
     from datasets import prepare, verify
-    from evaluation import classify, explain, export, reports, screenshot, summarize
+    from evaluation import classify, explain, export, reports, screenshot
     from evaluation import index as image_index
+    from studies import summarize, unseen_classes
 
     flags = {option for parser in (parameters.build_parser(), torchrun_parser())
              for action in parser._actions for option in action.option_strings}
     for command in (Test_pretrained_models.main, reports.main, export.main, classify.main, criterion.main,
                     diffusion.main, evaluation.main, train_step.main, summarize.main, verify.main, prepare.main,
-                    image_index.main, screenshot.main, explain.main):
+                    image_index.main, screenshot.main, explain.main, unseen_classes.main):
         with pytest.raises(SystemExit):
             command(["--help"])
         flags |= set(re.findall(r"--[A-Za-z]\w*", capsys.readouterr().out))

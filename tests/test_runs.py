@@ -10,11 +10,11 @@ import time
 import pytest
 import torch
 
-import run_folder
 from errors import UserError
 from tests import program
 from tests.datasets.test_datasets import write_sop_tree
 from tests.images import write_class_tree
+from training import folder as run_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = ["--dataset", "digits", "--arch", "resnet18_frozen_normalize", "--not_pretrained", "--embed_dim", "16",
@@ -230,7 +230,7 @@ def test_a_second_process_on_a_run_folder_stops_naming_the_first(cub, tmp_path, 
     folder = tmp_path / "runs" / "run"
     # another process holds the run: flock is per open file, so a child process stands in for it
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
-                               "import run_folder; lock = run_folder.RunLock(sys.argv[2]); "
+                               "from training.folder import RunLock; lock = RunLock(sys.argv[2]); "
                                "print('locked', flush=True); time.sleep(60)",
                                REPO, str(folder)], stdout=subprocess.PIPE, text=True)
     try:
@@ -366,7 +366,7 @@ def test_reranked_metrics_are_printed_and_k_beyond_the_classes_warns(cub, tmp_pa
     assert warnings == [
         "warning: knn_top1 looks at 20 neighbours, but the median class of the test split holds 4 images: most "
         "neighbours are of other classes; use 3 or fewer",
-        "warning: --evaluation_diffusion_k 20 looks at 20 neighbours, but the median class of the test split holds 4 "
+        "warning: evaluation_diffusion_k 20 looks at 20 neighbours, but the median class of the test split holds 4 "
         "images: most neighbours are of other classes; use 3 or fewer"]
 
 

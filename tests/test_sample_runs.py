@@ -5,10 +5,13 @@ import os
 import re
 import shlex
 import subprocess
+import types
 
 import pytest
+import yaml
 
 import parameters
+import training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "Sample_Runs", "configs")
@@ -42,13 +45,15 @@ def dry_run(*arguments, **env):
 
 @pytest.fixture(scope="module")
 def runs():
-    """{savename: namespace} of every printed command; the interpreter named by $python never runs."""
+    """{savename: the run's record as a namespace (settings by flag name)} of every printed command; the
+    interpreter named by $python never runs."""
     commands = dry_run(python="/nonexistent/python", seeds="0 1", datapath="/data sets", gpu="1")
     assert all(command[:2] == ["/nonexistent/python", "main.py"] for command in commands)
     parsed = [parameters.parse([os.path.join(REPO, word) if word.startswith("Sample_Runs/") else word
                                 for word in command[2:]]) for command in commands]
     assert len(parsed) == (PAPER_ROWS + 3 * len(ABLATIONS) + len(INSHOP)) * 2
-    return {opt.savename: opt for opt in parsed}
+    records = [types.SimpleNamespace(**training.to_record(settings)) for settings in parsed]
+    return {record.savename: record for record in records}
 
 
 def test_every_row_of_the_paper_table(runs):
@@ -85,7 +90,7 @@ def test_psd_and_margin_rows_mirror_the_128d_runs(runs):
 
 def test_every_config_file_runs_once_a_seed_with_only_the_per_run_flags_added():
     commands = dry_run(seeds="0 1", datapath="/data", gpu="1") + dry_run("vit", seeds="0 1", datapath="/data", gpu="1")
-    configs = sorted(os.listdir(CONFIGS))
+    configs = sorted(name for name in os.listdir(CONFIGS) if name.endswith(".yaml"))
     assert sorted(command[3] for command in commands) == sorted(f"Sample_Runs/configs/{name}" for name in configs * 2)
     for command in commands:
         name = os.path.basename(command[3]).removesuffix(".yaml")
@@ -141,8 +146,9 @@ def readme_vit_table():
 def test_the_vit_runs_are_those_of_the_readme():
     runs = {}
     for command in dry_run("vit", seeds="0", datapath="/data"):
-        opt = parameters.parse([os.path.join(REPO, word) if word.startswith("Sample_Runs/") else word
-                                for word in command[2:]])
+        settings = parameters.parse([os.path.join(REPO, word) if word.startswith("Sample_Runs/") else word
+                                     for word in command[2:]])
+        opt = types.SimpleNamespace(**training.to_record(settings))
         runs[opt.savename.removesuffix("_s0")] = opt
     assert sorted(runs) == sorted(f"VIT_{data}_MS_{kind}" for data in VIT_DATASETS
                                   for kind in ("baseline", "PSD", "OBDSD"))
@@ -160,3 +166,27 @@ def test_the_vit_runs_are_those_of_the_readme():
                 assert opt.kd_lambda == kd_lambda
             if opt.OBDP:
                 assert (opt.diffusion_w, opt.diffusion_tau) == (diffusion_w, diffusion_tau)
+
+
+def test_each_recipe_is_written_once_and_each_run_states_only_what_differs():
+    recipes = {name: yaml.safe_load(open(os.path.join(CONFIGS, "recipes", name)))
+               for name in os.listdir(os.path.join(CONFIGS, "recipes"))}
+    recipe_keys = {key for values in recipes.values() for key in values if key != "include"}
+    assert {"bs", "arch", "optim", "lr", "clip_grad", "scheduler"} <= recipe_keys
+    for name in sorted(os.listdir(CONFIGS)):
+        if not name.endswith(".yaml"):
+            continue
+        values = yaml.safe_load(open(os.path.join(CONFIGS, name)))
+        assert "include" in values, name
+        assert not recipe_keys & set(values), f"{name} repeats a recipe's {sorted(recipe_keys & set(values))}"
+        # and every run comes to a recipe through its includes (each relative to the file that names it)
+        seen, pending = set(), [os.path.join(CONFIGS, name)]
+        while pending:
+            path = pending.pop()
+            included = yaml.safe_load(open(path)).get("include", [])
+            for item in included if isinstance(included, list) else [included]:
+                target = os.path.normpath(os.path.join(os.path.dirname(path), item))
+                if target not in seen:
+                    seen.add(target)
+                    pending.append(target)
+        assert any(os.path.dirname(path).endswith("recipes") for path in seen), name

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import architectures
-import criteria
 import parameters
-import training
+from training.run import build_criterion
+from training.step import TrainingStep
 
 
 def convnet():
@@ -30,8 +30,8 @@ def step_result(amp=None, compile=False, channels_last=False, network=convnet, c
             parameter.add_(0.05 * torch.randn_like(parameter))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    criterion = criteria.select(**parameters.criterion_arguments(opt, 4))
-    step = training.TrainingStep(model, teacher, criterion, torch.optim.SGD(model.parameters(), lr=0.0), amp=amp,
+    criterion = build_criterion(opt, 4)
+    step = TrainingStep(model, teacher, criterion, torch.optim.SGD(model.parameters(), lr=0.0), amp=amp,
                              compile=compile, channels_last=channels_last, clip_grad=clip_grad)
     images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     loss = step(images, torch.arange(4).repeat_interleave(2), epoch=1)

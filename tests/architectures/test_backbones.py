@@ -369,9 +369,10 @@ def test_checkpoints_this_codebase_cannot_build(checkpoint, fragment):
 
 
 def test_head_and_freeze_flags():
-    opt = parameters.parse(["--arch", "se_resnext50_frozen", "--head", "skip", "--freeze_backbone_epochs", "3"])
-    assert (opt.arch, opt.head, opt.freeze_backbone_epochs) == ("se_resnext50_frozen", "skip", 3)
-    assert parameters.parse([]).head == "linear" and parameters.parse([]).freeze_backbone_epochs == 0
+    settings = parameters.parse(["--arch", "se_resnext50_frozen", "--head", "skip", "--freeze_backbone_epochs", "3"])
+    assert (settings.model.arch, settings.model.head, settings.training.freeze_backbone_epochs) == \
+        ("se_resnext50_frozen", "skip", 3)
+    assert parameters.parse([]).model.head == "linear" and parameters.parse([]).training.freeze_backbone_epochs == 0
     with pytest.raises(SystemExit):
         parameters.parse(["--head", "mpl"])
 
@@ -386,7 +387,7 @@ DIGITS = ["--dataset", "digits", "--not_pretrained", "--embed_dim", "16", "--bs"
                                             "--freeze_backbone_epochs", "1"]])
 def test_one_digits_epoch(tmp_path, network_flags, monkeypatch):
     argv = DIGITS + network_flags + ["--save_path", str(tmp_path), "--savename", "run"]
-    opt = parameters.parse(argv)
+    settings = parameters.parse(argv)
     select_datasets, selected = datasets.select, {}
     monkeypatch.setattr(datasets, "select", lambda *args, **kwargs: selected.setdefault(
         "splits", select_datasets(*args, **kwargs)))
@@ -394,14 +395,14 @@ def test_one_digits_epoch(tmp_path, network_flags, monkeypatch):
     # The architecture's preprocessing reached the dataset: BN-Inception sees mean-subtracted 0-255 pixels.
     test_image = selected["splits"]["test"][0][0]
     assert test_image.shape == (3, 32, 32)
-    assert (test_image.abs().max() > 50) == opt.arch.startswith("bninception")
+    assert (test_image.abs().max() > 50) == settings.model.arch.startswith("bninception")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert 0 <= summary["final"]["test"]["e_recall@1"] <= 1
     checkpoint = torch.load(tmp_path / "run" / "checkpoint_last.pth", weights_only=True)
     network = architectures.from_checkpoint(checkpoint)
-    assert architectures.describe(network) == {"arch": opt.arch, "head": opt.head, "embed_dim": 16, "pooling": "auto",
-                                               "image_size": None}
-    if opt.freeze_backbone_epochs:
+    assert architectures.describe(network) == {"arch": settings.model.arch, "head": settings.model.head,
+                                               "embed_dim": 16, "pooling": "auto", "image_size": None}
+    if settings.training.freeze_backbone_epochs:
         # Only the head trained: the backbone's BatchNorm statistics are still those of a new layer.
         assert network.model.bn1.num_batches_tracked == 0 and torch.all(network.model.bn1.running_var == 1)
         assert network.after_projection.num_batches_tracked > 0

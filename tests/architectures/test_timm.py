@@ -17,9 +17,9 @@ import Test_pretrained_models
 from architectures import timm_models
 from errors import UserError
 from evaluation import classify, export, networks, reports
-from run_folder import read_csv
 from tests.images import write_class_tree
 from tests.program import run_main
+from training.folder import read_csv
 
 VIT = "timm:vit_tiny_patch16_224"
 CONVNEXT = "timm:convnext_atto"

@@ -9,6 +9,7 @@ from criteria.margin import Margin
 from criteria.miners import DistanceWeighted, RandomTriplets
 from criteria.multisimilarity import MultiSimilarity
 from criteria.self_distillation import Distillation, SelfDistilledCriterion
+from diffusion import Settings as DiffusionSettings
 from tests import reference
 
 MS_DEFAULTS = MultiSimilarity.hyperparameters
@@ -58,8 +59,9 @@ def test_multisimilarity_single_class_batch_is_zero():
 
 
 def distilled(base, kd_tau=1.0, kd_lambda=75.0, n_epochs=10, diffusion_w=0.0, diffusion_tau=1.0):
-    return SelfDistilledCriterion(base, Distillation(kd_tau=kd_tau, kd_lambda=kd_lambda, n_epochs=n_epochs,
-                                                     diffusion_w=diffusion_w, diffusion_tau=diffusion_tau))
+    diffusion = DiffusionSettings(w=diffusion_w, options={"tau": diffusion_tau})
+    return SelfDistilledCriterion(base, Distillation(PSD=True, OBDP=diffusion_w > 0, kd_tau=kd_tau, kd_lambda=kd_lambda,
+                                                     diffusion=diffusion), n_epochs)
 
 
 @pytest.mark.parametrize("kd_tau,diffusion_w,diffusion_tau", [(1.0, 0.0, 1.0), (0.5, 0.0, 1.0),

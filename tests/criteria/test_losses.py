@@ -28,6 +28,7 @@ from criteria.subcenter_arcface import SubCenterArcFace
 from criteria.triplet import Triplet
 from tests import reference
 from tests.criteria.test_criteria import FixedMiner, embedded_batch
+from training.run import build_criterion
 
 TIGHT = {"rtol": 1e-9, "atol": 1e-11}
 TRIPLETS = [(0, 1, 3), (1, 2, 7), (4, 5, 0), (9, 10, 11), (6, 8, 2), (11, 9, 1), (3, 5, 10)]
@@ -254,7 +255,7 @@ def test_arcface_margin_beyond_pi_falls_back_to_a_linear_penalty():
 def build(name, n_classes=12, **flags):
     argv = ["--loss", name, "--embed_dim", "8"] + [token for flag, value in flags.items()
                                                    for token in (f"--{flag}", str(value))]
-    return criteria.select(**parameters.criterion_arguments(parameters.parse(argv), n_classes)).double()
+    return build_criterion(parameters.parse(argv), n_classes).double()
 
 
 @pytest.mark.parametrize("name", sorted(criteria.CRITERIA))
@@ -274,7 +275,7 @@ def test_float32_batches_give_a_finite_scalar_with_self_distillation(name):
     embeddings, labels = embedded_batch(dtype=torch.float32, seed=14)
     teacher, _ = embedded_batch(dtype=torch.float32, seed=15)
     opt = parameters.parse(["--loss", f"{name}_obd_sd", "--embed_dim", "8", "--PSD", "--OBDP"])
-    criterion = criteria.select(**parameters.criterion_arguments(opt, 4))
+    criterion = build_criterion(opt, 4)
     loss = criterion(batch=embeddings, labels=labels, teacher_batch=teacher.detach(), epoch=3)
     loss.backward()
     assert loss.dim() == 0 and torch.isfinite(loss) and criterion.last_terms["kd"] > 0
@@ -329,9 +330,13 @@ def test_incompatible_miners_are_argparse_errors(loss, miner, message, capsys):
 
 
 def test_every_registered_name_has_flags_with_its_defaults():
-    opt = parameters.parse([])
+    flags = vars(parameters.build_parser().parse_args([]))
     for name, cls in criteria.CRITERIA.items():
         for param, default in cls.hyperparameters.items():
-            assert getattr(opt, f"loss_{name}_{param}") == default
-    assert (opt.loss_triplet_margin, opt.loss_proxynca_lr, opt.loss_softtriplet_n_centroids,
-            opt.loss_histogram_nbins, opt.loss_arcface_feature_scale) == (0.2, 5e-4, 2, 65, 16.0)
+            assert flags[f"loss_{name}_{param}"] == default
+        # and the settings of each loss hold its flags' values
+        assert parameters.parse(["--loss", name]).loss.hyperparameters == cls.hyperparameters
+    assert (flags["loss_triplet_margin"], flags["loss_proxynca_lr"], flags["loss_softtriplet_n_centroids"],
+            flags["loss_histogram_nbins"], flags["loss_arcface_feature_scale"]) == (0.2, 5e-4, 2, 65, 16.0)
+    assert parameters.parse(["--loss", "triplet", "--loss_triplet_margin", "0.3"]).loss.hyperparameters == \
+        {"margin": 0.3}

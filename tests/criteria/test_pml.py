@@ -8,6 +8,7 @@ import criteria
 import parameters
 from errors import UserError
 from tests.criteria.test_criteria import embedded_batch
+from training.run import build_criterion
 
 
 def parse_error(argv, capsys):
@@ -34,7 +35,7 @@ def test_wrapped_loss_equals_the_library_and_gets_self_distillation():
     losses = pytest.importorskip("pytorch_metric_learning.losses")
     opt = parameters.parse(["--loss", "pml:ContrastiveLoss_obd_sd", "--PSD", "--OBDP",
                             "--loss_pml_options", '{"neg_margin": 0.8}'])
-    criterion = criteria.select(**parameters.criterion_arguments(opt, 4))
+    criterion = build_criterion(opt, 4)
     embeddings, labels = embedded_batch(dtype=torch.float32)
     teacher, _ = embedded_batch(dtype=torch.float32, seed=1)
     plain = losses.ContrastiveLoss(neg_margin=0.8)(embeddings, labels)
@@ -49,7 +50,7 @@ def test_wrapped_loss_equals_the_library_and_gets_self_distillation():
 def test_learnt_proxies_reach_the_optimiser():
     pytest.importorskip("pytorch_metric_learning")
     opt = parameters.parse(["--loss", "pml:ProxyAnchorLoss", "--embed_dim", "8", "--loss_pml_lr", "0.01"])
-    criterion = criteria.select(**parameters.criterion_arguments(opt, 5))
+    criterion = build_criterion(opt, 5)
     (group,) = criterion.optim_groups()
     assert group["lr"] == 0.01 and [p.shape for p in group["params"]] == [torch.Size([5, 8])]
     embeddings, labels = embedded_batch()
@@ -62,4 +63,4 @@ def test_bad_options_are_user_errors():
     for options, message in [("{margin: 1}", "not JSON"), ("[1]", "JSON object"), ('{"nope": 1}', "cannot build")]:
         opt = parameters.parse(["--loss", "pml:ContrastiveLoss", "--loss_pml_options", options])
         with pytest.raises(UserError, match=message):
-            criteria.select(**parameters.criterion_arguments(opt, criteria.DEFAULT_CLASSES))
+            build_criterion(opt, criteria.DEFAULT_CLASSES)

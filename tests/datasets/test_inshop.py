@@ -65,7 +65,8 @@ def test_protocols_say_what_each_split_is_ranked_against(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--dataset", "cub200", "--evaluation_protocol", "query_gallery"], "needs a dataset with query and gallery"),
+    (["--dataset", "cub200", "--evaluation_protocol", "query_gallery"],
+     "needs query and gallery images (--dataset inshop)"),
     (["--dataset", "inshop", "--evaluation_diffusion"], "does not apply to --evaluation_protocol query_gallery"),
 ])
 def test_impossible_protocols_are_argparse_errors(argv, message, capsys):
@@ -75,7 +76,7 @@ def test_impossible_protocols_are_argparse_errors(argv, message, capsys):
 
 
 def test_inshop_defaults_to_its_papers_metrics():
-    assert parameters.parse(["--dataset", "inshop"]).evaluation_metrics == \
-        ["e_recall@1", "e_recall@10", "e_recall@20", "e_recall@30", "e_recall@40", "mAP@R"]
+    assert parameters.parse(["--dataset", "inshop"]).evaluation.evaluation_metrics == \
+        ("e_recall@1", "e_recall@10", "e_recall@20", "e_recall@30", "e_recall@40", "mAP@R")
     assert np.all([name.startswith("e_recall") for name in parameters.parse(["--dataset", "cub200"])
-                   .evaluation_metrics[:4]])
+                   .evaluation.evaluation_metrics[:4]])

@@ -13,7 +13,6 @@ from scipy.io import savemat
 
 import datasets
 from datasets import cars196, prepare, verify
-from run_folder import read_csv
 from tests.images import (
     CAR_CLASSES,
     write_cars_trees,
@@ -26,6 +25,7 @@ from tests.images import (
     write_sop_official,
 )
 from tests.program import run_main
+from training.folder import read_csv
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -115,7 +115,7 @@ def test_verify_compares_the_counts_with_the_published_ones(tmp_path, capsys):
     status, out, _ = run_verify(["--dataset", "cars196", "--source", source, "--kernels", "0"], capsys)
     assert status == 1
     assert "9 images, 8,054 published; 3 classes, 98 published" in out and "something does not hold" in out
-    assert verify.PUBLISHED["cub200"] == {"train": (5864, 100), "test": (5924, 100)}
+    assert datasets.facts("cub200").published == {"train": (5864, 100), "test": (5924, 100)}
 
 
 def test_verify_decodes_in_worker_processes_and_names_a_missing_or_corrupt_file(tmp_path, capsys):

@@ -10,6 +10,23 @@ from diffusion import graphs, propagation
 from tests import reference
 
 
+def settings(w=0.99, diffusion_tau=None, norm="softmax", tau=None, gamma=None, tol=None, max_iters=None, **core):
+    """diffusion.Settings in the keywords the tests name them by (the flags' names)."""
+    options = {name: value for name, value in (("tau", diffusion_tau if diffusion_tau is not None else tau),
+                                               ("gamma", gamma), ("tol", tol), ("iters", max_iters))
+               if value is not None}
+    return diffusion.Settings(w=w, norm=norm, options=options, **core)
+
+
+def targets(teacher, kd_tau=1.0, **options):
+    """The soft target of a teacher batch with the settings `options` describe."""
+    return diffusion.soft_targets(teacher, kd_tau, settings(**options))
+
+
+def graph_of(similarity, **options):
+    return settings(**options).affinity(similarity)
+
+
 def teacher_batch(size=12, dim=8, seed=0, dtype=torch.float64):
     generator = torch.Generator().manual_seed(seed)
     return F.normalize(torch.randn(size, dim, generator=generator, dtype=dtype), dim=1)
@@ -20,9 +37,9 @@ def teacher_batch(size=12, dim=8, seed=0, dtype=torch.float64):
 def test_soft_targets_match_dense_closed_form(w, diffusion_tau, kd_tau):
     teacher = teacher_batch()
     expected = reference.diffused_target(teacher, kd_tau, w, diffusion_tau)
-    got = diffusion.soft_targets(teacher, kd_tau=kd_tau, w=w, diffusion_tau=diffusion_tau)
+    got = targets(teacher, kd_tau=kd_tau, w=w, diffusion_tau=diffusion_tau)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-12)
-    got32 = diffusion.soft_targets(teacher.float(), kd_tau=kd_tau, w=w, diffusion_tau=diffusion_tau)
+    got32 = targets(teacher.float(), kd_tau=kd_tau, w=w, diffusion_tau=diffusion_tau)
     np.testing.assert_allclose(got32.numpy(), expected, atol=1e-5)
 
 
@@ -34,7 +51,7 @@ def test_closed_form_is_the_limit_of_the_iteration():
     iterate = q
     for _ in range(400):
         iterate = w * transition @ iterate + (1 - w) * q
-    torch.testing.assert_close(diffusion.soft_targets(teacher, w=w), iterate, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(targets(teacher, w=w), iterate, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("case", ["identical", "two", "antipodal"])
@@ -42,15 +59,15 @@ def test_degenerate_batches_give_finite_distributions(case):
     teacher = {"identical": torch.ones(6, 4) / 2, "two": teacher_batch(2, dtype=torch.float32),
                "antipodal": torch.tensor([[1.0, 0], [-1.0, 0], [1.0, 0], [-1.0, 0]])}[case]
     for diffusion_tau in (1.0, 0.005):
-        target = diffusion.soft_targets(teacher, w=0.99, diffusion_tau=diffusion_tau)
+        target = targets(teacher, w=0.99, diffusion_tau=diffusion_tau)
         assert torch.isfinite(target).all() and (target >= 0).all()
         torch.testing.assert_close(target.sum(dim=1), torch.ones(len(teacher)))
 
 
 def test_bfloat16_input_gives_float32_target_without_gradient():
     teacher = teacher_batch(dtype=torch.float32).requires_grad_()
-    full = diffusion.soft_targets(teacher, w=0.99)
-    half = diffusion.soft_targets(teacher.bfloat16(), w=0.99)
+    full = targets(teacher, w=0.99)
+    half = targets(teacher.bfloat16(), w=0.99)
     assert half.dtype == torch.float32 and not half.requires_grad and not full.requires_grad
     torch.testing.assert_close(half, full, atol=2e-2, rtol=0)
 
@@ -116,10 +133,10 @@ def test_every_graph_and_solver_matches_the_float64_closed_form(graph, w):
     options = {"norm": graph["norm"], "k": graph.get("k"), "knn": graph.get("knn", "symmetric"),
                "gamma": graph.get("gamma", 3.0)}
     for solver in solver_options(graph):
-        exact = diffusion.soft_targets(teacher, w=w, diffusion_tau=graph.get("tau", 1.0), solver=solver,
+        exact = targets(teacher, w=w, diffusion_tau=graph.get("tau", 1.0), solver=solver,
                                        tol=1e-13, max_iters=20000, **options)
         np.testing.assert_allclose(exact.numpy(), expected, atol=1e-9, err_msg=solver)
-        single = diffusion.soft_targets(teacher.float(), w=w, diffusion_tau=graph.get("tau", 1.0), solver=solver,
+        single = targets(teacher.float(), w=w, diffusion_tau=graph.get("tau", 1.0), solver=solver,
                                         tol=1e-7, max_iters=20000, **options)
         np.testing.assert_allclose(single.numpy(), expected, atol=1e-4, err_msg=solver)
 
@@ -136,7 +153,7 @@ def test_invariant_pair_is_fixed_by_the_loop_built_transition(graph, batch):
     teacher = teacher_batch(size=16, dim=6, seed=3) if batch == "random" else ISOLATED
     transition, similarity = loop_graph(teacher, **graph)
     options = {key: graph[key] for key in ("norm", "tau", "gamma", "k", "knn") if key in graph}
-    built = diffusion.affinity_graph(torch.as_tensor(similarity), **options)
+    built = graph_of(torch.as_tensor(similarity), **options)
     right, left = built.right.numpy(), built.left.numpy()
     np.testing.assert_allclose(transition @ right, right, atol=1e-12)
     np.testing.assert_allclose(left @ transition, left, atol=1e-12)
@@ -147,7 +164,7 @@ def test_invariant_pair_is_fixed_by_the_loop_built_transition(graph, batch):
 def test_starting_on_the_invariant_component_takes_fewer_steps_to_the_same_solution(norm, solver):
     teacher, w = teacher_batch(size=40, dim=4, seed=6), 0.99
     similarity = teacher @ teacher.T
-    graph = diffusion.affinity_graph(similarity, norm=norm, k=8)
+    graph = graph_of(similarity, norm=norm, k=8)
     targets = torch.softmax(similarity, dim=1)
     exact = propagation.solve(graph.transition, targets, w)
     run = propagation.iterate if solver == "iterative" else propagation.conjugate_gradient
@@ -185,7 +202,7 @@ def test_nearest_neighbours_exclude_the_row_itself_among_ties():
 def test_iteration_converges_and_stops_at_its_tolerance(norm):
     teacher = teacher_batch(size=30, seed=5)
     similarity = teacher @ teacher.T
-    transition = diffusion.affinity_graph(similarity, norm=norm, k=5).transition
+    transition = graph_of(similarity, norm=norm, k=5).transition
     targets = torch.softmax(similarity, dim=1)
     exact = propagation.solve(transition, targets, 0.9)
     result, steps = propagation.iterate(transition, targets, 0.9, tol=1e-10, max_iters=5000)
@@ -200,7 +217,7 @@ def test_iteration_converges_and_stops_at_its_tolerance(norm):
 
 def test_conjugate_gradient_needs_a_symmetric_graph():
     with pytest.raises(ValueError, match="symmetric"):
-        diffusion.soft_targets(teacher_batch(), solver="cg", norm="softmax")
+        targets(teacher_batch(), solver="cg", norm="softmax")
 
 
 @pytest.mark.parametrize("options", [dict(norm="symmetric"), dict(norm="symmetric", k=2, solver="cg"),
@@ -209,7 +226,7 @@ def test_conjugate_gradient_needs_a_symmetric_graph():
 def test_rows_without_positive_affinity_or_edges_stay_finite(options):
     # The last sample points away from every other: no positive affinity, no mutual neighbour.
     teacher = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.95, -0.1], [-1.0, 0.0]])
-    target = diffusion.soft_targets(teacher, w=0.99, **options)
+    target = targets(teacher, w=0.99, **options)
     assert torch.isfinite(target).all() and (target >= 0).all()
     torch.testing.assert_close(target.sum(dim=1), torch.ones(5))
 
@@ -219,7 +236,7 @@ def test_rows_without_positive_affinity_or_edges_stay_finite(options):
 def test_two_samples_identical_samples_and_bfloat16_with_every_graph(options):
     for teacher in (teacher_batch(2, dtype=torch.float32), torch.ones(6, 4) / 2,
                     teacher_batch(12, dtype=torch.float32).bfloat16()):
-        target = diffusion.soft_targets(teacher, w=0.99, **options)
+        target = targets(teacher, w=0.99, **options)
         assert target.dtype == torch.float32 and torch.isfinite(target).all()
         torch.testing.assert_close(target.sum(dim=1), torch.ones(len(teacher)))
 
@@ -232,7 +249,7 @@ def test_rerank_reorders_the_shortlist_along_the_manifold():
     features[12:, 2] = 0.4  # the second arc is lifted out of the first one's plane
     from evaluation.neighbours import nearest_neighbours as exact_neighbours
     shortlist = exact_neighbours(features.numpy().astype(np.float32), 10)
-    ranked = diffusion.rerank(features.numpy(), shortlist, 5, graph_k=3, graph="symmetric", w=0.9)
+    ranked = diffusion.rerank(features.numpy(), shortlist, 5, diffusion.rerank_settings(k=3, knn="symmetric", w=0.9))
     assert ranked.shape == (24, 5)
     for query, row in enumerate(ranked):
         assert query not in row and set(row) <= set(shortlist[query])

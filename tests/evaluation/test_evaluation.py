@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score
 
+import datasets
 import diffusion
 import evaluation
 from evaluation.neighbours import nearest_neighbours
@@ -71,8 +72,8 @@ def test_nmi_clusters_into_the_classes_of_the_evaluated_set(monkeypatch):
 def test_metric_names_are_checked():
     with pytest.raises(ValueError, match="e_recall@K"):
         evaluation.check_names(["recall@1"])
-    assert evaluation.default_metrics("online_products")[:4] == ["e_recall@1", "e_recall@10", "e_recall@100",
-                                                                "e_recall@1000"]
+    assert datasets.facts("online_products").metrics[:4] == ("e_recall@1", "e_recall@10", "e_recall@100",
+                                                             "e_recall@1000")
 
 
 def test_diffusion_reranking_feeds_the_ranking_metrics_only():
@@ -82,7 +83,7 @@ def test_diffusion_reranking_feeds_the_ranking_metrics_only():
     assert evaluation.ranking_metrics(["e_recall@1", "nmi", "mAP@R", "map", "dists@intra"]) == ["e_recall@1",
                                                                                                  "mAP@R"]
     reranked = evaluation.compute(features, labels, ["e_recall@1", "e_recall@4"],
-                                  neighbours=evaluation.diffusion_reranked(graph_k=5, shortlist=20))
-    by_hand = diffusion.rerank(features, nearest_neighbours(features, 20), 4, graph_k=5)
+                                  neighbours=evaluation.diffusion_reranked(diffusion.rerank_settings(k=5), 20))
+    by_hand = diffusion.rerank(features, nearest_neighbours(features, 20), 4, diffusion.rerank_settings(k=5))
     hits = labels[by_hand] == labels[:, None]
     assert reranked == {"e_recall@1": pytest.approx(hits[:, 0].mean()), "e_recall@4": pytest.approx(hits.any(1).mean())}

@@ -1,4 +1,4 @@
-"""The unseen-class protocol (python -m evaluation.unseen_classes) on digits with tiny settings."""
+"""The unseen-class protocol (python -m studies.unseen_classes) on digits with tiny settings."""
 import csv
 import json
 import sys
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import evaluation
-from evaluation import summarize, unseen_classes
+import parameters
+from studies import summarize, unseen_classes
 
 TINY = ["--dataset", "digits", "--arch", "resnet18_frozen_normalize", "--not_pretrained", "--embed_dim", "16",
         "--bs", "30", "--samples_per_class", "10", "--lr", "1e-4", "--kernels", "0", "--n_epochs", "1",
@@ -105,8 +106,8 @@ def test_tables_go_to_wandb_when_online(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "wandb", fake)
     per_class, summary = unseen_classes.tables(["a", "b", "c"], 1, np.array([2, 2, 2]), np.array([1.0, 0.5, 0.5]),
                                                np.array([1.0, 0.5, 0.0]), "without_last_1")
-    opt = types.SimpleNamespace(project="p", group="g", holdout_classes=1, dataset="digits")
-    unseen_classes.log_tables(opt, str(tmp_path / "protocol"), per_class, summary)
+    settings = parameters.parse(["--dataset", "digits", "--holdout_classes", "1", "--project", "p", "--group", "g"])
+    unseen_classes.log_tables(settings, str(tmp_path / "protocol"), per_class, summary)
     table = logged["unseen_classes/summary"]
     assert table.columns == ["classes", "n_classes", "all_classes", "without_last_1", "drop"]
     assert table.data[0] == ["held out", 1, 0.5, 0.0, 0.5]
@@ -117,6 +118,8 @@ def test_tables_go_to_wandb_when_online(monkeypatch, tmp_path):
 @pytest.mark.parametrize("argv,fragment", [
     ([], "needs --holdout_classes N"),
     (["--holdout_classes", "1", "--resume"], "drop --resume"),
+    # every training is checked before the first starts: here the second has no training class left
+    (["--holdout_classes", "5"], "the without_last_5 training of the protocol cannot run"),
 ])
 def test_protocol_mistakes_are_one_line_errors(argv, fragment, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
@@ -124,4 +127,4 @@ def test_protocol_mistakes_are_one_line_errors(argv, fragment, capsys, tmp_path)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and fragment in error[0]
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # no training started, no folder made

@@ -1,11 +1,11 @@
 """A table of finished runs: chosen metrics as mean ± std over the seeds of each group of runs.
 
-    python -m evaluation.summarize RUNS... [--metrics e_recall@1 nmi] [--split test]
+    python -m studies.summarize RUNS... [--metrics e_recall@1 nmi] [--split test]
                                           [--select METRIC | --final] [--format markdown|csv]
 
 RUNS are run folders written by main.py, or folders holding them at any depth (e.g.
 Training_Results/). Runs whose config.json files differ only in --seed and in flags that do
-not change the computation (parameters.OPERATIONAL_FLAGS) form one group, one row of the table;
+not change the computation (training.OPERATIONAL) form one group, one row of the table;
 the columns name the flags in which the groups differ. Each run contributes the metrics of
 `--split` at one epoch: the trained epoch (1 or later) with the best `--select` metric (default:
 the run's first --storage_metrics) on the split that run selected its checkpoints on (val with
@@ -21,12 +21,12 @@ import sys
 
 import numpy as np
 
-import parameters
-from errors import CommandParser, UserError, run_command
+import training
+from errors import CommandParser, SettingError, UserError, run_command
 from evaluation.selection import best_row
 
-# Flags that tell runs of one group apart without making them different experiments.
-NOT_GROUPING = parameters.OPERATIONAL_FLAGS | {"seed"}
+# Settings that tell runs of one group apart without making them different experiments.
+NOT_GROUPING = training.OPERATIONAL | {"seed"}
 
 
 def find_runs(paths):
@@ -52,18 +52,22 @@ def find_runs(paths):
 
 
 def load_run(folder):
-    """{"folder", "config", "selection_split", "rows"}, or None when the run has not finished."""
+    """{"folder", "config", "selection_split", "rows"}, or None when the run has not finished (or a
+    callback stopped it before its last epoch). The config is the run's record as this version
+    reads it, so runs of earlier versions group with today's."""
     if not os.path.exists(os.path.join(folder, "summary.json")):
         return None
     try:
         with open(os.path.join(folder, "config.json")) as handle:
-            config = parameters.canonical(json.load(handle))
+            config = training.to_record(training.from_record(json.load(handle)))
         with open(os.path.join(folder, "summary.json")) as handle:
             summary = json.load(handle)
         with open(os.path.join(folder, "metrics.csv"), newline="") as handle:
             rows = list(csv.DictReader(handle))
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, json.JSONDecodeError, SettingError) as error:
         raise UserError(f"cannot read the run in {folder} ({error}); leave it out of RUNS") from None
+    if "stopped_after" in summary:
+        return None
     return {"folder": folder, "config": config, "selection_split": summary["selection_split"], "rows": rows}
 
 
@@ -167,7 +171,7 @@ def csv_table(differing, metrics, table):
 
 
 def build_parser():
-    parser = CommandParser(command="python -m evaluation.summarize", description=__doc__.split("\n")[0])
+    parser = CommandParser(command="python -m studies.summarize", description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUNS", help="run folders, or folders holding them")
     parser.add_argument("--metrics", nargs="+", default=None,
                         help="metrics columns of metrics.csv (default: the runs' --evaluation_metrics)")
@@ -194,7 +198,8 @@ def run(opt):
     print(markdown(differing, metrics, table, opt.split) if opt.format == "markdown"
           else csv_table(differing, metrics, table))
     if unfinished:
-        print(f"left out {len(unfinished)} unfinished run(s) (no summary.json): {', '.join(unfinished)}",
+        print(f"left out {len(unfinished)} unfinished run(s) (no summary.json, or stopped before their last "
+              f"epoch): {', '.join(unfinished)}",
               file=sys.stderr)
 
 

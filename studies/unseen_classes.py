@@ -1,8 +1,8 @@
 """The unseen-class protocol of the DML-for-classification study, in one command.
 
-    python -m evaluation.unseen_classes --holdout_classes N [main.py flags or --config FILE]
+    python -m studies.unseen_classes --holdout_classes N [main.py flags or --config FILE]
 
-It trains two networks with the same flags:
+It trains two networks with the same flags, in this process (training.run):
 - all_classes: on every training class;
 - without_last_<N>: without the last N training classes (in label order).
 Both keep the same share of every training class's images out of training (--use_tv_split
@@ -21,23 +21,20 @@ folders and two tables (also W&B tables with --log_online):
   Precision@1 and of the drop (all_classes minus without_last_<N>).
 """
 import csv
+import dataclasses
 import os
-import subprocess
 import sys
 
 import numpy as np
-import torch
 
-import architectures
 import datasets
 import distributed
 import evaluation
 import parameters
-from errors import UserError, run_command
-from evaluation import networks
-from run_folder import RunFolder
-
-MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "main.py")
+from errors import SettingError, UserError, run_command
+from evaluation import evaluator, networks
+from training.folder import RunFolder
+from training.run import run
 
 PER_CLASS_TABLE = "per_class_precision_at_1.csv"
 SUMMARY_TABLE = "summary.csv"
@@ -57,22 +54,10 @@ def per_class_precision_at_1(features, labels, n_classes, gallery=None):
         return np.bincount(labels, weights=hits, minlength=n_classes) / counts, counts
 
 
-def evaluation_splits(opt):
-    """(the held-out images of every training class, the training images of all the classes),
-    both under the evaluation transform; they share the class labels."""
-    splits = datasets.select(opt.dataset, opt.source, augmentation=opt.augmentation, use_tv_split=True,
-                             tv_split_perc=opt.tv_split_perc, tv_split_by_samples=True,
-                             on_bad_image=opt.on_bad_image, workers=opt.kernels,
-                             lists=parameters.dataset_lists(opt),
-                             **architectures.preprocessing(opt.arch, opt.image_size))
-    return splits["val"], splits["train"].with_transform(splits["val"].transform)
-
-
-def embed_last_epoch(run_folder, dataset, opt, device):
-    """Embeddings of `dataset` by the network of the run's checkpoint_last.pth."""
-    network = networks.load(os.path.join(run_folder, "checkpoint_last.pth")).network.to(device)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=opt.bs, shuffle=False, num_workers=opt.kernels)
-    return evaluation.embed(network, loader, device, description=f"embedding {os.path.basename(run_folder)}")[0]
+def last_epoch_embeddings(folder, evaluate, device):
+    """{split: (features, labels)} of the evaluator's splits by the network of the run's checkpoint_last.pth."""
+    network = networks.load(os.path.join(folder, "checkpoint_last.pth")).network.to(device)
+    return evaluate.embed_splits(network, device)
 
 
 def tables(class_names, n_holdout, counts, precision_all, precision_holdout, holdout_name):
@@ -99,56 +84,76 @@ def write_csv(path, rows):
                          for row in rows)
 
 
-def log_tables(opt, folder, per_class, summary):
+def log_tables(settings, folder, per_class, summary):
     import wandb
 
-    online = wandb.init(project=opt.project, group=opt.group or None, name=os.path.basename(folder), dir=folder,
-                        job_type="unseen_classes", config={"holdout_classes": opt.holdout_classes,
-                                                           "dataset": opt.dataset})
+    online = wandb.init(project=settings.logging.project, group=settings.logging.group or None,
+                        name=os.path.basename(folder), dir=folder, job_type="unseen_classes",
+                        config={"holdout_classes": settings.data.holdout_classes, "dataset": settings.data.dataset})
     for name, rows in (("per_class_precision_at_1", per_class), ("summary", summary)):
         online.log({f"unseen_classes/{name}": wandb.Table(columns=list(rows[0]),
                                                           data=[list(row.values()) for row in rows])})
     online.finish()
 
 
-def run_protocol(opt, argv):
-    """The protocol for the flags `opt`, parsed from the command line `argv`."""
-    n = opt.holdout_classes
+def trainings(settings):
+    """{name: the settings of each training of the protocol}, every one checked, its data loaded
+    once, before the first starts (and before the protocol's folder is made)."""
+    n = settings.data.holdout_classes
+    runs = {}
+    for name, holdout in (("all_classes", 0), (f"without_last_{n}", n)):
+        try:
+            runs[name] = settings.replace(data={"use_tv_split": True, "tv_split_by_samples": True,
+                                                "holdout_classes": holdout})
+            datasets.load(runs[name].data, workers=settings.training.kernels, **settings.model.preprocessing())
+        except UserError as error:
+            message = parameters.flags_named(error) if isinstance(error, SettingError) else str(error)
+            raise UserError(f"the {name} training of the protocol cannot run: {message}") from None
+    return runs
+
+
+def run_protocol(settings):
+    """The protocol for the run settings `settings` (their holdout_classes N)."""
+    n = settings.data.holdout_classes
     if n < 1:
         raise UserError("the unseen-class protocol needs --holdout_classes N, the number of last training classes "
                         "the second network does not see (N >= 1)")
-    if opt.resume is not None:
+    if settings.folder.resume is not None:
         raise UserError("the unseen-class protocol starts two fresh runs; drop --resume")
     holdout_name = f"without_last_{n}"
-    protocol = opt.evaluation_protocol or "train_gallery"
+    protocol = settings.evaluation.evaluation_protocol
     if protocol not in ("train_gallery", "self"):
         raise UserError("the unseen-class protocol ranks the held-out images against the training images "
                         "(--evaluation_protocol train_gallery) or against each other (self)")
-    with RunFolder.create(opt.save_path, opt.savename or f"{opt.dataset}_{holdout_name}", opt.overwrite) as created:
+    runs = trainings(settings)
+    name = settings.folder.savename or f"{settings.data.dataset}_{holdout_name}"
+    with RunFolder.create(settings.folder.save_path, name, settings.folder.overwrite) as created:
         folder = created.folder
     print(f"unseen-class protocol in {folder}")
-    runs = {"all_classes": 0, holdout_name: n}
-    for name, holdout in runs.items():
-        # Each training is a run of main.py, with the protocol's flags after the user's (the last one counts).
-        command = [sys.executable, MAIN, *argv, "--use_tv_split", "--tv_split_by_samples", "--save_path", folder,
-                   "--savename", name, "--holdout_classes", str(holdout), "--evaluation_protocol", protocol]
-        if subprocess.run([word for word in command if word != "--overwrite"]).returncode != 0:
-            raise UserError(f"the {name} training of the protocol failed (its message is above); "
-                            f"the protocol folder {folder} keeps what was done")
-    dataset, training_images = evaluation_splits(opt)
-    device = distributed.select_device(opt.gpu)
+    for name, run_settings in runs.items():
+        try:
+            run(run_settings.replace(folder={"save_path": folder, "savename": name, "overwrite": False}))
+        except SettingError as error:
+            raise UserError(parameters.flags_named(error)) from None
+    # The held-out images of every training class, against the training images of all the classes.
+    everything = dataclasses.replace(runs["all_classes"].data, holdout_classes=0)
+    splits = datasets.load(everything, workers=settings.training.kernels, **settings.model.preprocessing())
+    evaluate = evaluator.setup(splits, settings.evaluation, batch_size=settings.batches.bs,
+                               workers=settings.training.kernels, rows=["val"])
+    dataset = splits["val"]
+    device = distributed.select_device(settings.training.gpu)
     precision = {}
     for name in runs:
-        features = embed_last_epoch(os.path.join(folder, name), dataset, opt, device)
-        gallery = None if protocol == "self" else \
-            (embed_last_epoch(os.path.join(folder, name), training_images, opt, device), training_images.labels)
-        precision[name], counts = per_class_precision_at_1(features, dataset.labels, dataset.n_classes, gallery)
+        embedded = last_epoch_embeddings(os.path.join(folder, name), evaluate, device)
+        gallery = None if protocol == "self" else embedded["train"]
+        precision[name], counts = per_class_precision_at_1(embedded["val"][0], dataset.labels, dataset.n_classes,
+                                                           gallery)
     per_class, summary = tables(dataset.class_names, n, counts, precision["all_classes"], precision[holdout_name],
                                 holdout_name)
     write_csv(os.path.join(folder, PER_CLASS_TABLE), per_class)
     write_csv(os.path.join(folder, SUMMARY_TABLE), summary)
-    if opt.log_online:
-        log_tables(opt, folder, per_class, summary)
+    if settings.logging.log_online:
+        log_tables(settings, folder, per_class, summary)
     against = "the training images of all classes" if protocol == "train_gallery" else "each other"
     print(f"Precision@1 per class of the held-out images of all {dataset.n_classes} training classes, against "
           f"{against}, networks of the last epoch:")
@@ -164,7 +169,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if "-h" in argv or "--help" in argv:
         print(__doc__)
-    run_command(run_protocol, parameters.parse(argv), argv)
+    # The study's own default protocol: the held-out images query the training images.
+    run_command(run_protocol, parameters.parse(argv, defaults={"evaluation_protocol": "train_gallery"}))
 
 
 if __name__ == "__main__":

@@ -1,20 +1,15 @@
-"""The parts of training that are not its loop (main.py): one optimisation step with its
-precision, compilation and data-parallel options, the optimiser, seeding and determinism, and
-the progress lines of a run without a terminal."""
+"""One optimisation step with its precision, compilation and data-parallel options, the batch loop
+of an epoch with the progress lines of a run without a terminal, seeding and determinism."""
 import datetime
-import functools
-import math
 import os
 import random
 import time
-from collections import Counter
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import distributed
-from errors import UserError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -79,108 +74,6 @@ class TrainingStep:
         if self.schedule is not None:
             self.schedule.after_step()
         return loss
-
-
-def build_optimizer(model, criterion, name="adam", lr=1e-5, head_lr=None, decay=4e-4, layer_decay=1.0):
-    """The optimiser over the backbone at `lr`, the embedding head at `head_lr` (default: lr) and the
-    criterion's learnt parameters at their own lr without weight decay.
-
-    adam and sgd (momentum 0.9) decay every weight, as the released code does. adamw (decoupled
-    weight decay, the ViT recipe) leaves biases and norms (the 1-D parameters) and the backbone's
-    position embeddings and class tokens undecayed, as timm does. `layer_decay` d < 1 scales the
-    learning rate of a backbone parameter at depth l (0: the stem, then one per block, L the deepest)
-    by d ** (L + 1 - l), the embedding head sitting at L + 1: timm's param_groups_layer_decay rule."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimiser {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    scale = {}
-    if layer_decay != 1:
-        depths = model.backbone_layers()
-        if depths is None:
-            raise UserError(f"--layer_decay needs a backbone made of blocks (the ResNets, se_resnext50, timm models); "
-                            f"--arch {model.arch} has no layer groups: drop --layer_decay")
-        top = max(depths.values()) + 1
-        scale = {parameter: layer_decay ** (top - depths[parameter]) for parameter in depths}
-    undecayed = model.no_weight_decay()
-
-    def groups(named_parameters, group_lr):
-        """One group a (learning-rate scale, decayed or not), in the parameters' order."""
-        buckets = {}
-        for parameter_name, parameter in named_parameters:
-            decayed = name != "adamw" or not (parameter.ndim <= 1 or parameter_name in undecayed)
-            buckets.setdefault((scale.get(parameter_name, 1.0), decayed), []).append(parameter)
-        return [{"params": params, "lr": group_lr * factor, **({} if decayed else {"weight_decay": 0.0})}
-                for (factor, decayed), params in buckets.items()]
-
-    head = [(f"head.{index}", parameter) for index, parameter in enumerate(model.head_parameters())]
-    all_groups = (groups(model.named_backbone_parameters(), lr) + groups(head, lr if head_lr is None else head_lr)
-                  + criterion.optim_groups())
-    if name == "sgd":
-        return torch.optim.SGD(all_groups, lr=lr, weight_decay=decay, momentum=0.9)
-    return OPTIMIZERS[name](all_groups, lr=lr, weight_decay=decay)
-
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-
-
-def warmup_cosine(step, warmup_steps, total_steps):
-    """The learning-rate factor of optimiser step `step` (from 0): a linear rise to 1 over
-    `warmup_steps`, then half a cosine from 1 to 0 at `total_steps`."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-class LearningRateSchedule:
-    """--scheduler: "step" multiplies the learning rates by `gamma` at the epochs `milestones`, after
-    each epoch (the released MultiStepLR); "cosine" warms up over `warmup_steps` optimiser steps and
-    then follows half a cosine to 0 at `total_steps`, after each step; "none" keeps them."""
-
-    def __init__(self, optimizer, name="step", milestones=(), gamma=0.3, total_steps=1, warmup_steps=0):
-        self.name = name
-        self.optimizer = optimizer
-        if name == "step":
-            self.scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma)
-        elif name == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, functools.partial(warmup_cosine, warmup_steps=warmup_steps, total_steps=total_steps))
-        elif name == "none":
-            self.scheduler = None
-        else:
-            raise ValueError(f"unknown scheduler {name!r}; choose step, cosine or none")
-
-    def after_step(self):
-        if self.name == "cosine":
-            self.scheduler.step()
-
-    def after_epoch(self):
-        if self.name == "step":
-            self.scheduler.step()
-
-    def factor(self) -> float:
-        """The current learning rates over the initial ones."""
-        if self.scheduler is None:
-            return 1.0
-        group = self.optimizer.param_groups[0]
-        return group["lr"] / group["initial_lr"] if group["initial_lr"] else 1.0
-
-    def state_dict(self) -> dict | None:
-        if self.scheduler is None:
-            return None
-        # weights_only loading takes plain dicts: not the milestones' Counter, nor the lambdas
-        state = {key: value for key, value in self.scheduler.state_dict().items() if key != "lr_lambdas"}
-        if self.name == "step":
-            state["milestones"] = dict(self.scheduler.milestones)
-        return state
-
-    def load_state_dict(self, state):
-        if self.scheduler is None or state is None:
-            return
-        if self.name == "step":
-            state = {**state, "milestones": Counter(state["milestones"])}
-        else:
-            state = {**state, "lr_lambdas": [None] * len(self.optimizer.param_groups)}
-        self.scheduler.load_state_dict(state)
 
 
 def configure_determinism(deterministic):

@@ -17,14 +17,50 @@ import io
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import architectures
 import checkpoints
-from errors import UserError
+from errors import SettingError, UserError
 
 LAST_CHECKPOINT = "checkpoint_last.pth"
 TABLES = ("metrics.csv", "training.csv")
+CHECKPOINT_POLICIES = ("last_and_best", "last", "best", "none")
+
+
+@dataclass(frozen=True)
+class FolderSettings:
+    """Where a run is kept and what it keeps: the folder save_path/savename (default name: the
+    dataset and the time), or `resume` an existing run (a folder; "": save_path/savename, else the
+    newest run there), its checkpoints (`save_checkpoints`: checkpoint_last.pth to resume, the best
+    ones) and one every `save_every` epochs."""
+    save_path: str = "Training_Results"
+    savename: str = ""
+    resume: str | None = None
+    resume_force: bool = False
+    overwrite: bool = False
+    save_checkpoints: str = "last_and_best"
+    save_every: int = 0
+
+    def __post_init__(self):
+        if self.save_checkpoints not in CHECKPOINT_POLICIES:
+            raise SettingError(f"save_checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, not "
+                               f"{self.save_checkpoints!r}", ["save_checkpoints"])
+        if self.resume is not None and not self.keeps_last:
+            raise SettingError(f"resume continues from checkpoint_last.pth, which save_checkpoints "
+                               f"{self.save_checkpoints} does not keep; drop one of them",
+                               ["resume", "save_checkpoints"])
+        if self.save_every < 0:
+            raise SettingError(f"save_every must be 0 (off) or positive, got {self.save_every}", ["save_every"])
+
+    @property
+    def keeps_last(self):
+        return self.save_checkpoints in ("last_and_best", "last")
+
+    @property
+    def keeps_best(self):
+        return self.save_checkpoints in ("last_and_best", "best")
 
 
 class RunFolder:

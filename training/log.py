@@ -5,9 +5,30 @@ key comes from the environment (WANDB_API_KEY) only. With TensorBoard on (--log_
 same scalars, the epoch as their step, and the report images go to event files in the run
 folder's tensorboard/ (`tensorboard --logdir RUN/tensorboard`)."""
 import os
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
+
+from errors import SettingError
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """What a run shows and writes besides its tables: a progress line every `progress_every` seconds
+    without a terminal (0: every step), Weights & Biases (`log_online`, in `project` and `group`),
+    TensorBoard event files, and the PNG reports at its end (unless `no_reports`)."""
+    progress_every: float = 60.0
+    log_online: bool = False
+    log_tensorboard: bool = False
+    project: str = "OBD-SD"
+    group: str = ""
+    no_reports: bool = False
+
+    def __post_init__(self):
+        if self.progress_every < 0:
+            raise SettingError(f"progress_every must be 0 (every step) or more seconds, got {self.progress_every}",
+                               ["progress_every"])
 
 
 class RunLog:

@@ -1,4 +1,4 @@
-"""python -m evaluation.summarize on run folders written here with known metrics."""
+"""python -m studies.summarize on run folders written here with known metrics."""
 import csv
 import io
 import json
@@ -7,7 +7,8 @@ import statistics
 import pytest
 
 import parameters
-from evaluation import summarize
+import training
+from studies import summarize
 
 METRICS = ["e_recall@1", "nmi"]
 # (group, seed): {split: [(e_recall@1, nmi) per epoch 0, 1, 2]}; baseline runs select on val, PSD runs on test.
@@ -29,7 +30,7 @@ def write_run(root, group, seed, splits, finished=True):
         flags += ["--use_tv_split"]
     folder = root / group / f"s{seed}"
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(vars(parameters.parse(flags))))
+    (folder / "config.json").write_text(json.dumps(training.to_record(parameters.parse(flags))))
     with open(folder / "metrics.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, ["epoch", "split", *METRICS, "best_for"])
         writer.writeheader()
