@@ -150,6 +150,10 @@ def build_parser():
                       help="share of training data kept for training")
     data.add_argument("--tv_split_by_samples", action="store_true",
                       help="split every class's images instead of splitting the classes")
+    data.add_argument("--folds", type=int, default=DEFAULTS["folds"], metavar="K",
+                      help="class-disjoint cross-validation: cut the training classes into K folds, validate on "
+                           "--fold and train on the others (0: off)")
+    data.add_argument("--fold", type=int, default=DEFAULTS["fold"], help="the validating fold, 0 to K-1")
     add_list_flags(data)
     data.add_argument("--on_bad_image", default=DEFAULTS["on_bad_image"], choices=datasets.BAD_IMAGE_POLICIES,
                       help="a file that is not a readable image stops the run, or is skipped and counted")
@@ -307,6 +311,13 @@ def flags_named(error: SettingError) -> str:
     return error.naming(lambda key: f"--{key}")
 
 
+def command_line(values: dict) -> list[str]:
+    """The command-line words that give the flags `values` ({flag without dashes: value}), as
+    --config would: a switch alone when true, a list as its items."""
+    actions = _actions(build_parser())
+    return [word for key, value in values.items() for word in _as_arguments(actions[key], value)]
+
+
 def add_list_flags(parser):
     """--train_list, --test_list, --val_list: the files of --dataset list, for every command that reads a dataset."""
     for name, description in datasets.LIST_INPUTS.items():
@@ -369,7 +380,8 @@ def _config_arguments(path, parser):
 
 
 def read_config(path, error, including=()):
-    """The flag values of a YAML (.yaml, .yml) or JSON (.json) file, its includes read first."""
+    """The values of a YAML (.yaml, .yml) or JSON (.json) file, its includes (`include: FILE` or a
+    list, relative to the file) read first and overridden by the file's own values."""
     extension = os.path.splitext(path)[1].lower()
     if extension not in (".yaml", ".yml", ".json"):
         error(f"--config {path}: the file name must end in .yaml, .yml or .json")
@@ -392,8 +404,17 @@ def read_config(path, error, including=()):
         target = os.path.normpath(os.path.join(os.path.dirname(path), name))
         if os.path.abspath(target) in including or os.path.abspath(target) == os.path.abspath(path):
             error(f"--config {path} includes {name}, which includes it again; remove one of the includes")
-        merged |= read_config(target, error, (*including, os.path.abspath(path)))
-    return merged | values
+        merged = _merged(merged, read_config(target, error, (*including, os.path.abspath(path))))
+    return _merged(merged, values)
+
+
+def _merged(first, second):
+    """`first` updated by `second`, mappings within them merged the same way (a study file's space)."""
+    merged = dict(first)
+    for key, value in second.items():
+        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
 
 
 def _as_arguments(action, value):

@@ -19,7 +19,7 @@ from datasets import (  # noqa: F401  (the loader modules fill the registry)
 from datasets.image_dataset import ImageDataset, unusable_files, without_unreadable
 from datasets.list_files import LIST_INPUTS
 from datasets.registry import LOADERS, Loader
-from datasets.splits import split_train_val, without_last_classes
+from datasets.splits import class_folds, split_train_val, without_last_classes
 from datasets.transforms import (
     AUGMENTATIONS,
     IMAGENET_MEAN,
@@ -35,8 +35,10 @@ BAD_IMAGE_POLICIES = ("fail", "skip")
 class DataSettings:
     """What a run trains and evaluates on: the dataset `dataset` at `source` (its folder or the
     parent of it; the list files for `list`), the training augmentation, an optional validation
-    split cut out of the training data, the policy for files that are not images, and the last
-    `holdout_classes` training classes left out of training."""
+    split cut out of the training data (by `tv_split_perc`, or fold `fold` of `folds` class-disjoint
+    folds of the training classes, as "A Metric Learning Reality Check" cross-validates), the policy
+    for files that are not images, and the last `holdout_classes` training classes left out of
+    training."""
     dataset: str = "cub200"
     source: str | None = None
     augmentation: str = "base"
@@ -45,6 +47,8 @@ class DataSettings:
     tv_split_by_samples: bool = False
     on_bad_image: str = "fail"
     holdout_classes: int = 0
+    folds: int = 0
+    fold: int = 0
     train_list: str | None = None
     test_list: str | None = None
     val_list: str | None = None
@@ -60,6 +64,12 @@ class DataSettings:
                              f"{self.on_bad_image!r}", ["on_bad_image"]))
         if not 0 < self.tv_split_perc < 1:
             problems.append((f"tv_split_perc must lie in (0, 1), got {self.tv_split_perc}", ["tv_split_perc"]))
+        if self.folds and (self.folds < 2 or not 0 <= self.fold < self.folds):
+            problems.append((f"folds must be 0 (off) or 2 or more, and fold one of 0-{max(self.folds, 1) - 1}; got "
+                             f"folds {self.folds}, fold {self.fold}", ["folds", "fold"]))
+        if self.folds and self.use_tv_split:
+            problems.append(("folds cuts the validation split out of the training classes, as use_tv_split "
+                             "does; drop one of them", ["folds", "use_tv_split"]))
         if self.holdout_classes < 0:
             problems.append((f"holdout_classes must be 0 (off) or more, got {self.holdout_classes}",
                              ["holdout_classes"]))
@@ -99,15 +109,18 @@ def load(settings: DataSettings, workers: int = 0, **preprocessing) -> dict[str,
     return select(settings.dataset, settings.source, augmentation=settings.augmentation,
                   use_tv_split=settings.use_tv_split, tv_split_perc=settings.tv_split_perc,
                   tv_split_by_samples=settings.tv_split_by_samples, on_bad_image=settings.on_bad_image,
-                  workers=workers, holdout_classes=settings.holdout_classes, lists=settings.lists(), **preprocessing)
+                  workers=workers, holdout_classes=settings.holdout_classes, folds=settings.folds, fold=settings.fold,
+                  lists=settings.lists(), **preprocessing)
 
 
 def select(name: str, source: str | None, *, augmentation: str = "base", crop_size: int = 224,
            resize_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD, use_tv_split: bool = False,
            tv_split_perc: float = 0.8, tv_split_by_samples: bool = False, on_bad_image: str = "fail",
            workers: int = 0, channel_order: str = "RGB", input_range: float = 1.0, interpolation: str = "bilinear",
-           holdout_classes: int = 0, lists: dict | None = None) -> dict[str, ImageDataset]:
-    """{"train", "val" (with use_tv_split), "test"} or, for a dataset evaluated query against
+           holdout_classes: int = 0, folds: int = 0, fold: int = 0,
+           lists: dict | None = None) -> dict[str, ImageDataset]:
+    """{"train", "val" (with use_tv_split, or fold `fold` of `folds` class-disjoint folds of the
+    training classes), "test"} or, for a dataset evaluated query against
     gallery, {"train", "val", "query", "gallery"}: train with `augmentation`, the others with the
     evaluation resize + centre crop. `source` is the dataset folder or its parent.
     `lists` ({"train_list", "test_list", "val_list"}) names the list files of the `list` dataset.
@@ -129,8 +142,8 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
         raise UserError(f"unknown --on_bad_image {on_bad_image!r}; choose one of {', '.join(BAD_IMAGE_POLICIES)}")
     loaded = loader.load(source, **{key: value for key, value in (lists or {}).items() if value})
     parts = loaded if isinstance(loaded, dict) else dict(zip(("train", "test"), loaded))
-    if use_tv_split and "val" in parts:
-        raise UserError(f"{name} has its own validation split; drop --use_tv_split")
+    if (use_tv_split or folds) and "val" in parts:
+        raise UserError(f"{name} has its own validation split; drop --{'folds' if folds else 'use_tv_split'}")
     parts = {split: _apply_bad_image_policy(dataset, on_bad_image, workers) for split, dataset in parts.items()}
     splits = {"train": parts.pop("train")}
     if "val" in parts:
@@ -138,6 +151,8 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
     if use_tv_split:
         splits["train"], splits["val"] = split_train_val(splits["train"], tv_split_perc, tv_split_by_samples,
                                                          loader.sample_split)
+    if folds:
+        splits["train"], splits["val"] = class_folds(splits["train"], folds, fold)
     if holdout_classes:
         splits["train"] = without_last_classes(splits["train"], holdout_classes)
     splits.update(parts)

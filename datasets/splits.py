@@ -40,6 +40,19 @@ def split_train_val(train: ImageDataset, perc: float, by_samples: bool,
             train.subset(np.flatnonzero(~is_train), relabel))
 
 
+def class_folds(train: ImageDataset, folds: int, fold: int) -> tuple[ImageDataset, ImageDataset]:
+    """(train, val) of class-disjoint cross-validation ("A Metric Learning Reality Check", Musgrave
+    et al. 2020): the training classes, in label order, cut into `folds` contiguous blocks of sizes
+    differing by one at most; block `fold` validates, the others train. Both are relabelled 0..k-1."""
+    if not 2 <= folds <= train.n_classes:
+        raise UserError(f"--folds {folds}: the training split has {train.n_classes} classes, too few for {folds} "
+                        f"class-disjoint folds; use 2 to {train.n_classes} folds")
+    if not 0 <= fold < folds:
+        raise UserError(f"--fold {fold} is not one of the {folds} folds 0-{folds - 1}")
+    validating = np.isin(train.labels, np.array_split(np.arange(train.n_classes), folds)[fold])
+    return train.subset(np.flatnonzero(~validating), True), train.subset(np.flatnonzero(validating), True)
+
+
 def without_last_classes(train: ImageDataset, n: int) -> ImageDataset:
     """The split without its last `n` classes (in label order): the classes the unseen-class
     protocol holds out of training."""

@@ -93,6 +93,12 @@ class Evaluator:
                 embedded[split] = embed(model, self.loaders[split], device, description=f"embedding {split}")
             return embedded[split]
 
+        return self.of_embeddings(embedding)
+
+    def of_embeddings(self, embedding):
+        """{row: Evaluated} of embeddings given by split: `embedding(split)` -> (features, labels), or
+        a {split: (features, labels)} (e.g. several networks' embeddings concatenated)."""
+        embedding = embedding.__getitem__ if isinstance(embedding, dict) else embedding
         results = {}
         for ranking in self.rankings:
             features, labels = embedding(ranking.query)

@@ -129,13 +129,13 @@ def command_flags(capsys):
     from datasets import prepare, verify
     from evaluation import classify, explain, export, reports, screenshot
     from evaluation import index as image_index
-    from studies import summarize, unseen_classes
+    from studies import compare, summarize, tune, unseen_classes
 
     flags = {option for parser in (parameters.build_parser(), torchrun_parser())
              for action in parser._actions for option in action.option_strings}
     for command in (Test_pretrained_models.main, reports.main, export.main, classify.main, criterion.main,
                     diffusion.main, evaluation.main, train_step.main, summarize.main, verify.main, prepare.main,
-                    image_index.main, screenshot.main, explain.main, unseen_classes.main):
+                    image_index.main, screenshot.main, explain.main, unseen_classes.main, tune.main, compare.main):
         with pytest.raises(SystemExit):
             command(["--help"])
         flags |= set(re.findall(r"--[A-Za-z]\w*", capsys.readouterr().out))

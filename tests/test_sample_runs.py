@@ -31,10 +31,13 @@ def readme_paper_table():
         run, arch, embed, epochs, kd_lambda, w, tau, steps = [cell.strip(" `") for cell in line.strip().strip("|")
                                                               .split("|")]
         milestones, gamma = steps.split(", ") if steps != "-" else ("", "0.3")
-        number = (lambda text, kind=float: None if text == "-" else kind(text))
         table[run] = (arch, int(embed), int(epochs), number(kd_lambda), number(w), number(tau),
                       [int(epoch) for epoch in milestones.split()], float(gamma))
     return table
+
+
+def number(text, kind=float):
+    return None if text == "-" else kind(text)
 
 
 def dry_run(*arguments, **env):

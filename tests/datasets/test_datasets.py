@@ -10,8 +10,8 @@ from torchvision import transforms as T
 
 import datasets
 from datasets.image_dataset import ImageDataset, load_rgb
-from datasets.splits import split_train_val
-from errors import UserError, one_line
+from datasets.splits import class_folds, split_train_val
+from errors import SettingError, UserError, one_line
 from tests.images import write_class_tree, write_image
 
 SMALL = {"crop_size": 32, "resize_size": 36}
@@ -190,6 +190,33 @@ def test_val_split_by_samples_keeps_labels(tmp_path):
     assert val.class_names == train.class_names == ["class_0", "class_1", "class_2"]
     assert val.paths[1].endswith("class_1/img_1.jpg")  # positions round(linspace(0, 2, 2)) = 0, 2 train
     assert not set(train.paths) & set(val.paths)
+
+
+@pytest.mark.parametrize("n_classes,folds", [(10, 4), (5, 2), (7, 7)])
+def test_class_folds_are_disjoint_and_cover_the_training_classes(n_classes, folds):
+    train = in_memory(np.repeat(np.arange(n_classes), 3))
+    validated = []
+    for fold in range(folds):
+        fold_train, fold_val = class_folds(train, folds, fold)
+        assert not set(fold_train.class_names) & set(fold_val.class_names)  # class-disjoint
+        assert sorted(fold_train.class_names + fold_val.class_names) == sorted(train.class_names)
+        assert len(fold_val) == 3 * fold_val.n_classes and assert_contiguous(fold_val) is None
+        validated += fold_val.class_names
+    # every class validates exactly once, the folds as even as the classes allow
+    assert sorted(validated) == sorted(train.class_names)
+    sizes = [class_folds(train, folds, fold)[1].n_classes for fold in range(folds)]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_folds_through_the_settings_and_their_mistakes():
+    splits = datasets.load(datasets.DataSettings("digits", folds=2, fold=1))
+    assert (splits["train"].class_names, splits["val"].class_names) == (["0", "1", "2"], ["3", "4"])
+    with pytest.raises(UserError, match="--folds 6: the training split has 5 classes"):
+        datasets.load(datasets.DataSettings("digits", folds=6, fold=0))
+    with pytest.raises(SettingError, match="fold one of 0-1"):
+        datasets.DataSettings("digits", folds=2, fold=2)
+    with pytest.raises(SettingError, match="drop one of them"):
+        datasets.DataSettings("digits", folds=2, use_tv_split=True)
 
 
 def in_memory(labels, super_labels=None):
