@@ -128,7 +128,8 @@ def _commit():
 def parity_inputs(checkpoint, paths):
     """The first PARITY_IMAGES images preprocessed as in evaluation, else 3 random inputs of the crop size."""
     if paths:
-        dataset = ImageDataset(np.zeros(len(paths), dtype=np.int64), [""], paths=list(paths[:PARITY_IMAGES]),
+        chosen = list(paths[:PARITY_IMAGES])
+        dataset = ImageDataset(np.zeros(len(chosen), dtype=np.int64), [""], paths=chosen,
                                transform=networks.evaluation_transform(checkpoint))
         return torch.stack([dataset[index][0] for index in range(len(dataset))]), "images"
     crop = networks.evaluation_transform(checkpoint).transforms[1].size[0]

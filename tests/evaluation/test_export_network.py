@@ -167,3 +167,12 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(export, "TOLERANCE", -1.0)
     assert_one_line_error(*run(["--checkpoint", str(checkpoint), "--torch_export", str(tmp_path / "net.pt2")],
                                capsys)[::2], "above the tolerance", "net.pt2")
+
+
+def test_the_parity_check_takes_the_first_images_of_a_larger_folder(tmp_path):
+    """Issue 26: a folder of more than PARITY_IMAGES images raised IndexError (all labels, 4 paths)."""
+    checkpoint = networks.load(str(save_checkpoint(tmp_path / "net.pth", *RESNET)))
+    paths, _ = export.find_images(str(write_class_tree(tmp_path / "tree", ["cat", "dog"], images_per_class=3)))
+    assert len(paths) > export.PARITY_IMAGES
+    inputs, description = export.parity_inputs(checkpoint, paths)
+    assert description == "images" and inputs.shape == (export.PARITY_IMAGES, 3, RESNET[1], RESNET[1])
