@@ -16,9 +16,10 @@ up to --train_size images, embedded once for that, before every image is embedde
 
 search embeds the queries in batches with the index's checkpoint (or --checkpoint, which must hold
 the same weights) and writes the k nearest gallery images of each to a CSV: query, rank, gallery
-image, distance (euclidean), classes and whether they match. When the queries lie in class folders
-it prints Recall@1 and Recall@k (a query counts when one of its k nearest has its class) and writes
-them to <out>.json. A query that is itself in the index is not left out: it finds itself first.
+image, distance (euclidean), classes and whether they match. When the queries and the indexed
+images lie in class folders it prints Recall@1 and Recall@k (a query counts when one of its k
+nearest has its class) and writes them to <out>.json. A query that is itself in the index is not
+left out: it finds itself first.
 --html PAGE writes a static page of the results (evaluation.retrieval_page).
 """
 import argparse
@@ -26,6 +27,7 @@ import csv
 import hashlib
 import json
 import os
+import sys
 
 import faiss
 import numpy as np
@@ -146,10 +148,22 @@ def open_index(folder):
     return index, meta
 
 
-def check_network(meta, checkpoint, checkpoint_path, folder):
-    """A UserError unless `checkpoint` is the network the index was built with."""
-    rebuild = (f"search with the index's checkpoint (drop --checkpoint) or rebuild it: python -m evaluation.index "
-               f"build --checkpoint {checkpoint_path} --images {meta['images']} --out {folder}")
+def check_network(meta, checkpoint, checkpoint_path, folder, given=True):
+    """A UserError unless `checkpoint` is the network the index was built with; `given`: the
+    checkpoint came from --checkpoint, not from the index's own record."""
+    command = (f"python -m evaluation.index build --checkpoint {checkpoint_path} --images {meta['images']} "
+               f"--out {folder}")
+    rebuild = f"search with the index's checkpoint (drop --checkpoint) or rebuild it: {command}"
+    if not given:
+        # the file the index names is no longer the network that embedded the index (overwritten,
+        # or trained further): dropping --checkpoint cannot help
+        changed = f"{checkpoint_path} has changed since index {folder} was built"
+        rebuild = (f"rebuild the index: {command}; or search with --checkpoint FILE holding the weights it was "
+                   "built with")
+        if checkpoint.embed_dim != meta["embed_dim"] or fingerprint(checkpoint.network) != meta["fingerprint"]:
+            raise UserError(f"{changed} (its weights are not those of the {meta['embed_dim']}-d embeddings indexed); "
+                            f"{rebuild}")
+        return
     if checkpoint.embed_dim != meta["embed_dim"]:
         raise UserError(f"index {folder} holds {meta['embed_dim']}-d embeddings of {meta['checkpoint']}, but "
                         f"{checkpoint_path} embeds in {checkpoint.embed_dim} dimensions; {rebuild}")
@@ -182,6 +196,19 @@ def search(index, meta, checkpoint, images, k, out, html_folder=None, nprobe=16,
         start += len(batch)
     gallery_paths, gallery_classes = meta["paths"], meta["classes"]
     labelled = any(classes)
+    if labelled and not any(gallery_classes):
+        # every query would count as a miss: a recall of 0 that says nothing about the network
+        print(f"note: no recall: the indexed images have no classes (they lie directly in {meta['images']}, not in "
+              "class folders <folder>/<class>/<image>); rebuild the index from class folders to measure it",
+              file=sys.stderr)
+        labelled = False
+    elif labelled:
+        unmatched = sorted({name for name in classes if name} - set(gallery_classes))
+        if unmatched:
+            queries = sum(1 for name in classes if name in unmatched)
+            print(f"warning: {queries} of the {sum(1 for name in classes if name)} queries ({len(unmatched)} classes, "
+                  f"first: {unmatched[0]}) have no image of their class in the index: they count as misses",
+                  file=sys.stderr)
     scores = recall(classes, gallery_classes, found, sorted({1, k_found})) if labelled else None
     stem = os.path.splitext(out)[0]
     try:
@@ -260,7 +287,7 @@ def run(opt):
     index, meta = open_index(opt.index)
     checkpoint_path = opt.checkpoint or meta["checkpoint"]
     checkpoint = networks.load(checkpoint_path, opt.arch, opt.embed_dim)
-    check_network(meta, checkpoint, checkpoint_path, opt.index)
+    check_network(meta, checkpoint, checkpoint_path, opt.index, given=opt.checkpoint is not None)
     if opt.explain and not opt.html:
         raise UserError("--explain draws its heat maps on the page: add --html FOLDER")
     if opt.explain < 0:

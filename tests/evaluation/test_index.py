@@ -223,3 +223,33 @@ def test_screenshot_without_a_browser_says_how_to_install_one(monkeypatch, tmp_p
     with pytest.raises(SystemExit) as exit_info:
         screenshot.main([str(tmp_path / "page.html"), "--out", str(tmp_path / "x.png")])
     assert exit_info.value.code == 2 and "apt-get install chromium" in capsys.readouterr().err
+
+
+def test_labelled_queries_against_an_unlabelled_index_say_it_has_no_classes(setup, tmp_path, capsys):
+    """Issue 26: images directly in the gallery folder have no class; recall@1 0.0000 was printed."""
+    root, gallery, queries, checkpoint = setup
+    for number in range(3):
+        write_image(tmp_path / "loose" / f"g{number}.png", seed=200 + number)
+    index.main(["build", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "loose"), "--out",
+                str(tmp_path / "index"), "--kernels", "0"])
+    capsys.readouterr()
+    *_, scores = index.main(["search", "--index", str(tmp_path / "index"), "--images", str(queries), "--k", "2",
+                             "--out", str(tmp_path / "r.csv"), "--kernels", "0"])
+    out, err = capsys.readouterr()
+    assert scores is None and "recall" not in out and not (tmp_path / "r.json").exists()
+    assert "the indexed images have no classes" in err and err.count("\n") == 1
+    assert len(read_csv(tmp_path / "r.csv")) == 2 * len(CLASSES)
+
+
+def test_an_index_whose_checkpoint_file_changed_says_so(setup, tmp_path, capsys):
+    """Issue 26: without --checkpoint the message said "another network (X) than X ... drop --checkpoint"."""
+    root, gallery, queries, _ = setup
+    checkpoint = save_checkpoint(tmp_path / "net.pth")
+    index.main(["build", "--checkpoint", str(checkpoint), "--images", str(gallery), "--out", str(tmp_path / "index"),
+                "--kernels", "0"])
+    save_checkpoint(checkpoint, seed=1)  # trained further, or overwritten by another run
+    err = one_error_line(["search", "--index", str(tmp_path / "index"), "--images", str(queries), "--kernels", "0",
+                          "--out", str(tmp_path / "r.csv")], capsys)
+    assert f"{checkpoint} has changed since index {tmp_path / 'index'} was built" in err
+    assert "drop --checkpoint" not in err and "than" not in err
+    assert f"build --checkpoint {checkpoint}" in err and "--checkpoint FILE" in err
