@@ -1,6 +1,7 @@
 """Datasets by name: `load(DataSettings)` (or `select(name, source, ...)`) returns the splits with
 their transforms attached; `facts(name)` the published counts, the metrics its papers report and
 its evaluation protocol."""
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -55,6 +56,11 @@ class DataSettings:
 
     def __post_init__(self):
         LOADERS.get(self.dataset)
+        for name in LIST_INPUTS:
+            # The lists define the data of dataset list: a path relative to the folder a command ran
+            # in would name other data from another folder (in a run's record, to studies.summarize).
+            if getattr(self, name):
+                object.__setattr__(self, name, os.path.abspath(getattr(self, name)))
         problems = []
         if self.augmentation not in AUGMENTATIONS:
             problems.append((f"augmentation must be one of {', '.join(AUGMENTATIONS)}, not {self.augmentation!r}",

@@ -10,7 +10,10 @@ the columns name the flags in which the groups differ. Each run contributes the 
 `--split` at one epoch: the trained epoch (1 or later) with the best `--select` metric (default:
 the run's first --storage_metrics) on the split that run selected its checkpoints on (val with
 --use_tv_split, else test), or with --final its last epoch. The table says which split selected the epochs.
-Runs without summary.json (not finished) are left out, and named on stderr.
+Runs without summary.json (not finished) are left out, and named on stderr; so are runs without
+the --select metric on their selection split. Runs of the same settings and seed (a run folder
+copied and the copy resumed) count once. The list files of --dataset list define its data: runs
+on other lists are other groups (config.json records them as absolute paths).
 """
 import csv
 import io
@@ -23,7 +26,7 @@ import numpy as np
 
 import training
 from errors import CommandParser, SettingError, UserError, run_command
-from evaluation.selection import best_row
+from evaluation.selection import best_row, is_candidate
 
 # Settings that tell runs of one group apart without making them different experiments.
 NOT_GROUPING = training.OPERATIONAL | {"seed"}
@@ -71,19 +74,39 @@ def load_run(folder):
     return {"folder": folder, "config": config, "selection_split": summary["selection_split"], "rows": rows}
 
 
+def selection_problem(run, select, final):
+    """Why no epoch of `run` can be selected by `select` (as chosen_row selects), or None."""
+    rows = run["rows"]
+    if not rows:
+        return f"{run['folder']}/metrics.csv has no rows"
+    if final:
+        return None
+    select = select or run["config"]["storage_metrics"][0]
+    split = run["selection_split"]
+    if select in rows[0] and best_row([row for row in rows if row[select] not in ("", None)], split, select):
+        return None
+    problem = f"{run['folder']}/metrics.csv has no {select} on the {split} split"
+    candidates = [row for row in rows if row["split"] == split and is_candidate(row["epoch"])]
+    held = [name for name in _metric_columns(rows) if any(row[name] not in ("", None) for row in candidates)]
+    if held:
+        return f"{problem}; choose --select among {', '.join(held)}"
+    splits = ", ".join(dict.fromkeys(row["split"] for row in rows))
+    return f"{problem} (its rows are of the splits {splits}); choose runs evaluated on the {split} split"
+
+
 def chosen_row(run, split, select, final):
     """(selected epoch, the row of `split` at it): the last epoch, or the first epoch with the
     largest `select` value (the run's first storage metric when None) on the selection split."""
     rows = run["rows"]
+    problem = selection_problem(run, select, final)
+    if problem is not None:
+        raise UserError(problem)
     if final:
         epoch = max(int(row["epoch"]) for row in rows)
     else:
         select = select or run["config"]["storage_metrics"][0]
-        best = best_row(rows, run["selection_split"], select) if rows and select in rows[0] else None
-        if best is None:
-            raise UserError(f"{run['folder']}/metrics.csv has no {select} on the {run['selection_split']} split; "
-                            f"choose --select among {', '.join(_metric_columns(rows))}")
-        epoch = int(best["epoch"])
+        epoch = int(best_row([row for row in rows if row[select] not in ("", None)], run["selection_split"],
+                             select)["epoch"])
     at_epoch = [row for row in rows if int(row["epoch"]) == epoch and row["split"] == split]
     if not at_epoch:
         splits = sorted({row["split"] for row in rows})
@@ -96,12 +119,43 @@ def _metric_columns(rows):
     return [name for name in rows[0] if name not in ("epoch", "split", "protocol", "best_for")] if rows else []
 
 
+def distinct(runs):
+    """(the runs, each once; {kept folder: [its copies]}): runs of the same settings and seed are
+    one computation (a run folder copied, and the copy resumed), counted once: the first folder."""
+    kept, copies = {}, {}
+    for run in runs:
+        key = _hashable({key: value for key, value in run["config"].items() if key not in training.OPERATIONAL})
+        if key in kept:
+            copies.setdefault(kept[key]["folder"], []).append(run["folder"])
+        else:
+            kept[key] = run
+    return list(kept.values()), copies
+
+
+def usable(runs, select=None, final=False):
+    """(the distinct runs an epoch can be selected in, warning lines about the others)."""
+    runs, copies = distinct(runs)
+    warnings = [f"counted once: {', '.join(others)} hold the settings and seed of {folder} (copies of one run)"
+                for folder, others in copies.items()]
+    problems = {run["folder"]: selection_problem(run, select, final) for run in runs}
+    kept = [run for run in runs if problems[run["folder"]] is None]
+    if not kept:
+        raise UserError(next(iter(problems.values())))
+    warnings += [f"left out: {problem.split('; ')[0]}" for problem in problems.values() if problem is not None]
+    return kept, warnings
+
+
 def summarize(runs, metrics=None, split="test", select=None, final=False):
     """(group flags, table rows): one row per group of runs, in the order of their first run.
 
-    Each row holds the group's values of the differing flags, "runs", "seeds", "selected_on"
-    (the split, or "final epoch"), "epochs" (the selected epoch of each run), and for each
-    metric "<metric>" = (mean, sample std over the runs or nan for one run)."""
+    Copies of a run count once, and runs without the `select` metric on their selection split
+    are left out, each with a warning line on stderr (`usable`). Each row holds the group's
+    values of the differing flags, "runs", "seeds", "selected_on" (the split, or "final epoch"),
+    "epochs" (the selected epoch of each run), and for each metric "<metric>" = (mean, sample
+    std over the runs or nan for one run)."""
+    runs, warnings = usable(runs, select, final)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     metrics = metrics or [name for name in runs[0]["config"]["evaluation_metrics"]
                           if all(name in _metric_columns(run["rows"]) for run in runs)]
     keys = sorted(set().union(*(run["config"] for run in runs)) - NOT_GROUPING)

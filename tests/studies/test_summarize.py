@@ -123,3 +123,71 @@ def test_configs_compare_as_the_parser_reads_them(results, capsys):
     out, _ = summarise([str(results / "baseline"), "--format", "csv"], capsys)
     (row,) = list(csv.DictReader(io.StringIO(out)))
     assert row["runs"] == "3"
+
+
+def write_list_run(root, name, cwd, monkeypatch, seed=0):
+    """A finished run of --dataset list on the lists train.txt / test.txt of the folder `cwd`, named as
+    a user in that folder names them."""
+    (cwd / "train.txt").parent.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(cwd)
+    flags = ["--dataset", "list", "--train_list", "train.txt", "--test_list", "test.txt", "--seed", str(seed),
+             "--evaluation_metrics", *METRICS]
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(training.to_record(parameters.parse(flags))))
+    write_table(folder, {"test": [(0.4, 0.3), (0.5 + seed / 10 + len(name) / 100, 0.3)]})
+    return folder
+
+
+def write_table(folder, splits, selection_split="test"):
+    with open(folder / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["epoch", "split", *METRICS, "best_for"])
+        writer.writeheader()
+        for split, values in splits.items():
+            for epoch, row in enumerate(values):
+                writer.writerow({"epoch": epoch, "split": split, **dict(zip(METRICS, row)), "best_for": ""})
+    (folder / "summary.json").write_text(json.dumps({"selection_split": selection_split}))
+
+
+def test_runs_on_other_lists_are_other_rows(tmp_path, capsys, monkeypatch):
+    """Issue 26: the lists define the data of --dataset list; lists of the same name in other folders
+    were one row."""
+    for name in ("birds", "cars"):
+        write_list_run(tmp_path / "runs", name, tmp_path / "data" / name, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    out, _ = summarise([str(tmp_path / "runs"), "--format", "csv"], capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [row["runs"] for row in rows] == ["1", "1"]
+    assert [row["train_list"] for row in rows] == [str(tmp_path / "data" / name / "train.txt")
+                                                   for name in ("birds", "cars")]
+
+
+def test_copies_of_a_run_count_once(results, capsys):
+    """Issue 26: a run and its resumed copies (same settings, same seed) were 3 runs, "± 0.0000"."""
+    import shutil
+
+    for copy in ("s0_copy", "s0_resumed"):
+        shutil.copytree(results / "psd" / "s0", results / "psd" / copy)
+    out, err = summarise([str(results / "psd"), "--format", "csv"], capsys)
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert (row["runs"], row["seeds"]) == ("2", "0 1")
+    assert float(row["e_recall@1_mean"]) == pytest.approx(statistics.mean([0.75, 0.77]), abs=1e-6)
+    assert "counted once" in err and "s0_copy" in err and "s0_resumed" in err
+
+
+def test_a_run_without_the_selected_metric_is_left_out_with_a_warning(results, capsys):
+    """Issue 26: one such run stopped the table, and its message offered the metric it lacked."""
+    # a run whose selection split has no rows (In-Shop ranked by --evaluation_protocol self: query, gallery)
+    odd = write_run(results, "psd", 3, {"query": [(0.4, 0.3)] * 3, "gallery": [(0.4, 0.3)] * 3})
+    (odd / "summary.json").write_text(json.dumps({"selection_split": "test"}))
+    out, err = summarise([str(results / "psd"), "--format", "csv"], capsys)
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert (row["runs"], row["seeds"]) == ("2", "0 1")
+    (warning,) = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert str(odd) in warning and "no e_recall@1 on the test split" in warning
+    # every run without it: one error line, offering only what the selection split holds
+    with pytest.raises(SystemExit):
+        summarise([str(odd)], capsys)
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "no e_recall@1 on the test split" in error
+    assert "choose --select among" not in error and "query, gallery" in error
