@@ -43,7 +43,9 @@ def _evaluated(splits):
     return [split for split in splits if split not in ("train", "query", "gallery")]
 
 
-@register("self")
+# self and train_gallery need a test split: their test row ranks it. A dataset whose test images
+# are a query/gallery pair (inshop) would get no test row from them, and no checkpoint selected.
+@register("self", needs=("test",))
 def _each_against_itself(splits):
     evaluated = _evaluated(splits) + [split for split in ("query", "gallery") if split in splits]
     return [Ranking(split, split, None, "self") for split in evaluated]
@@ -57,12 +59,27 @@ def _query_against_gallery(splits):
         [Ranking("test", "query", "gallery", "query_gallery")]
 
 
-@register("train_gallery")
+@register("train_gallery", needs=("test",))
 def _against_the_training_images(splits):
     seen = set(splits["train"].class_names)
     evaluated = _evaluated(splits) + [split for split in ("query", "gallery") if split in splits]
     return [Ranking(split, split, "train", "train_gallery") if seen & set(splits[split].class_names)
             else Ranking(split, split, None, "self") for split in evaluated]
+
+
+def unsuited(protocol, dataset, splits, datasets):
+    """Why `protocol` cannot rank dataset `dataset` (its published `splits`), or None; `datasets`
+    ({name: its splits}) names those it suits. The message names the settings evaluation_protocol
+    and dataset."""
+    missing = [split for split in PROTOCOLS.get(protocol).needs if split not in splits]
+    if not missing:
+        return None
+    having = [name for name, their_splits in datasets.items() if set(missing) <= set(their_splits)]
+    suited = [name for name, entry in PROTOCOLS.items() if set(entry.needs) <= set(splits)]
+    return (f"evaluation_protocol {protocol} needs {' and '.join(missing)} images"
+            + (f" (dataset {' or '.join(having)})" if 0 < len(having) <= 3 else "")
+            + f", not dataset {dataset} (its splits: {', '.join(splits)})"
+            + (f"; use evaluation_protocol {' or '.join(suited)}" if suited else ""))
 
 
 def rankings(splits, protocol):

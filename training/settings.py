@@ -26,7 +26,7 @@ from datasampler import BatchSettings
 from datasets import LOADERS, DataSettings, facts
 from errors import SettingError
 from evaluation.evaluator import EvaluationSettings
-from evaluation.protocols import PROTOCOLS
+from evaluation.protocols import unsuited
 from training.folder import FolderSettings
 from training.log import LogSettings
 from training.optimisation import OptimisationSettings
@@ -95,12 +95,10 @@ class RunSettings:
             object.__setattr__(self, "evaluation", _group(EvaluationSettings, _prefixes=_prefixes("evaluation"),
                                                           **{**values, "evaluation_metrics": metrics,
                                                              "evaluation_protocol": protocol}))
-        missing = [split for split in PROTOCOLS.get(protocol).needs if split not in dataset.splits]
-        if missing:
-            having = [name for name, entry in LOADERS.items() if set(missing) <= set(entry.splits)]
-            raise SettingError(f"evaluation_protocol {protocol} needs {' and '.join(missing)} images (dataset "
-                               f"{' or '.join(having)}), not dataset {self.data.dataset}",
-                               ["evaluation_protocol", "dataset"])
+        problem = unsuited(protocol, self.data.dataset, dataset.splits,
+                           {name: entry.splits for name, entry in LOADERS.items()})
+        if problem:
+            raise SettingError(problem, ["evaluation_protocol", "dataset"])
         optimisation, n_epochs = self.optimisation, self.training.n_epochs
         if optimisation.scheduler == "cosine" and not optimisation.warmup_epochs < n_epochs:
             raise SettingError(f"warmup_epochs must lie in [0, n_epochs {n_epochs}), got {optimisation.warmup_epochs}",

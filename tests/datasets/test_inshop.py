@@ -68,6 +68,12 @@ def test_protocols_say_what_each_split_is_ranked_against(tmp_path):
     (["--dataset", "cub200", "--evaluation_protocol", "query_gallery"],
      "needs query and gallery images (--dataset inshop)"),
     (["--dataset", "inshop", "--evaluation_diffusion"], "does not apply to --evaluation_protocol query_gallery"),
+    # issue 26: these gave no test row, no best checkpoint and "chosen on the test split: " with nothing after it
+    (["--dataset", "inshop", "--evaluation_protocol", "self"],
+     "--evaluation_protocol self needs test images, not --dataset inshop (its splits: train, query, gallery); "
+     "use --evaluation_protocol query_gallery"),
+    (["--dataset", "inshop", "--evaluation_protocol", "train_gallery"],
+     "--evaluation_protocol train_gallery needs test images, not --dataset inshop"),
 ])
 def test_impossible_protocols_are_argparse_errors(argv, message, capsys):
     with pytest.raises(SystemExit):
