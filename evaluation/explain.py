@@ -24,6 +24,7 @@ on the patch grid: after the last block a class-token pooling sees no patch toke
 leave the map empty.
 """
 import os
+from typing import NamedTuple
 
 import matplotlib
 import numpy as np
@@ -31,6 +32,8 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -95,22 +98,39 @@ def _patch_grid(network, images, n_patches):
     return side, side
 
 
+def _upsampled(raw, size):
+    return F.interpolate(raw.clamp(min=0)[None, None].float(), size=tuple(size), mode="bilinear",
+                         align_corners=False)[0, 0]
+
+
 def heat_map(raw, size):
     """ReLU of a raw map, upsampled bilinearly to size (H, W) and scaled to [0, 1] (numpy)."""
-    heat = F.interpolate(raw.clamp(min=0)[None, None].float(), size=tuple(size), mode="bilinear",
-                         align_corners=False)[0, 0]
-    peak = float(heat.max())
-    return (heat / peak if peak > 0 else torch.zeros_like(heat)).cpu().numpy()
+    return heat_maps(raw, raw, size, size)[0]
+
+
+def heat_maps(map_q, map_r, size_q, size_r):
+    """(heat_q, heat_r, peak): both raw maps through a ReLU, upsampled bilinearly to their images'
+    sizes and divided by one `peak`, the larger maximum of the two (numpy arrays in [0, 1]). On one
+    scale, a query that shares little with the retrieved image shows pale beside one that shares much."""
+    heat_q, heat_r = _upsampled(map_q, size_q), _upsampled(map_r, size_r)
+    peak = max(float(heat_q.max()), float(heat_r.max()))
+    if peak <= 0:
+        return np.zeros(tuple(size_q), np.float32), np.zeros(tuple(size_r), np.float32), 0.0
+    return (heat_q / peak).cpu().numpy(), (heat_r / peak).cpu().numpy(), peak
 
 
 def similarity_maps(network, query, retrieved):
     """(map_q, map_r): heat maps (H x W numpy arrays in [0, 1], the size of the network's input) of
-    the regions of the preprocessed images `query` and `retrieved` (3 x H x W) that make them similar."""
+    the regions of the preprocessed images `query` and `retrieved` (3 x H x W) that make them
+    similar, on one scale (heat_maps)."""
     map_q, map_r, _ = contributions(network, query, retrieved)
-    return heat_map(map_q, query.shape[-2:]), heat_map(map_r, retrieved.shape[-2:])
+    return heat_maps(map_q, map_r, query.shape[-2:], retrieved.shape[-2:])[:2]
 
 
-def overlay(image, heat, alpha=0.5, colormap="jet"):
+COLORMAP = "jet"
+
+
+def overlay(image, heat, alpha=0.5, colormap=COLORMAP):
     """`image` (PIL) with the heat map (2-d array in [0, 1]) blended over it in a matplotlib
     colormap; the image's size (the map is resized to it when it differs)."""
     image = image.convert("RGB")
@@ -142,15 +162,31 @@ def read_image(path, flag):
         raise UserError(f"{path} given to {flag} is not a readable image ({error}); give an image file") from None
 
 
-def explain_loaded(checkpoint, query_image, retrieved_image, device, transform=None):
-    """(query overlay, retrieved overlay, similarity) for two RGB PIL images."""
+class Explanation(NamedTuple):
+    """The network's view of the query and of the retrieved image, each with its heat map over it;
+    their similarity; the value of the maps' common top colour (a position's share of the similarity);
+    and the maps' grid (h, w): the resolution of the last feature map, 1 x 1 at 32 px for a ResNet."""
+    query: Image.Image
+    retrieved: Image.Image
+    similarity: float
+    peak: float
+    grid: tuple
+
+
+def explanation(checkpoint, query_image, retrieved_image, device, transform=None) -> Explanation:
+    """The Explanation of two RGB PIL images, both maps on one scale."""
     transform = transform or networks.evaluation_transform(checkpoint)
     network = checkpoint.network.to(device)
     query, retrieved = transform(query_image), transform(retrieved_image)
     map_q, map_r, similarity = contributions(network, query, retrieved)
+    heat_q, heat_r, peak = heat_maps(map_q, map_r, query.shape[-2:], retrieved.shape[-2:])
     views = network_view(transform, query_image), network_view(transform, retrieved_image)
-    return (overlay(views[0], heat_map(map_q, query.shape[-2:])),
-            overlay(views[1], heat_map(map_r, retrieved.shape[-2:])), similarity)
+    return Explanation(overlay(views[0], heat_q), overlay(views[1], heat_r), similarity, peak, tuple(map_q.shape))
+
+
+def explain_loaded(checkpoint, query_image, retrieved_image, device, transform=None):
+    """(query overlay, retrieved overlay, similarity) for two RGB PIL images."""
+    return tuple(explanation(checkpoint, query_image, retrieved_image, device, transform)[:3])
 
 
 def explain_pair(checkpoint, query_path, retrieved_path, device="cpu"):
@@ -162,13 +198,27 @@ def explain_pair(checkpoint, query_path, retrieved_path, device="cpu"):
                           torch.device(device))
 
 
-def pair_figure(query_overlay, retrieved_overlay, similarity, names, path):
-    figure = Figure(figsize=(8, 4.4), layout="constrained")
-    for axes, image, title in zip(figure.subplots(1, 2), (query_overlay, retrieved_overlay), names):
+def draw_pair(result: Explanation, names):
+    """The figure of an Explanation: the two overlays side by side, their common colour bar, and in
+    the title the similarity and, when the map is coarse, that it cannot say where."""
+    figure = Figure(figsize=(8.8, 4.6), layout="constrained")
+    panels = figure.subplots(1, 2)
+    for axes, image, title in zip(panels, (result.query, result.retrieved), names):
         axes.imshow(image)
         axes.set(xticks=[], yticks=[])
-        axes.set_title(title, fontsize=8)
-    figure.suptitle(f"similarity {similarity:.4f}: where the two images look alike")
+        axes.set_title(title, fontsize=9)
+    scale = ScalarMappable(Normalize(0, result.peak if result.peak > 0 else 1), matplotlib.colormaps[COLORMAP])
+    figure.colorbar(scale, ax=list(panels), shrink=0.8, label="share of the similarity at a position (one scale)")
+    height, width = result.grid
+    coarse = f"\nthe feature map is {height} x {width} at this input size: too coarse to say where (larger " \
+             "inputs help)" if min(height, width) < 3 else ""
+    figure.suptitle(f"similarity {result.similarity:.4f}: where the two images look alike{coarse}", fontsize=10)
+    return figure
+
+
+def pair_figure(result: Explanation, names, path):
+    """draw_pair's figure, written to `path` as a PNG; the path."""
+    figure = draw_pair(result, names)
     FigureCanvasAgg(figure)
     figure.savefig(path, dpi=100)
     return path
@@ -187,13 +237,14 @@ def run(opt):
     stem = os.path.splitext(os.path.basename(opt.query))[0]
     written = []
     for number, (path, image) in enumerate(zip(opt.retrieved, retrieved_images)):
-        query_overlay, retrieved_overlay, similarity = explain_loaded(checkpoint, query_image, image, device,
-                                                                      transform)
+        result = explanation(checkpoint, query_image, image, device, transform)
+        if min(result.grid) < 3 and number == 0:
+            print(f"the network's last feature map is {result.grid[0]} x {result.grid[1]} at this input size: the "
+                  "maps cannot say where; larger images help")
         name = f"{number:02d}_{stem}_{os.path.splitext(os.path.basename(path))[0]}.png"
         titles = (f"query {os.path.basename(opt.query)}", f"retrieved {os.path.basename(path)}")
         try:
-            written.append(pair_figure(query_overlay, retrieved_overlay, similarity, titles,
-                                       os.path.join(opt.out, name)))
+            written.append(pair_figure(result, titles, os.path.join(opt.out, name)))
         except OSError as error:
             raise UserError(f"cannot write {error.filename or opt.out}: {error.strerror}; choose another --out") \
                 from None

@@ -241,16 +241,29 @@ def search(index, meta, checkpoint, images, k, out, html_folder=None, nprobe=16,
     return distances, found, scores
 
 
+def classes_in_turn(classes):
+    """The query numbers in page order: the first query of each class (in folder order), then the
+    second of each, and so on, so that the top of a page (and the explained queries) spans the
+    classes instead of showing the first folder's images only. Unlabelled queries are one group."""
+    counts, turn = {}, []
+    for name in classes:
+        counts[name] = counts.get(name, 0) + 1
+        turn.append(counts[name])
+    return sorted(range(len(classes)), key=lambda query: (turn[query], query))
+
+
 def write_results_page(folder, paths, classes, images, distances, found, meta, explain=None, explained=0):
-    """The page of the results; `explain(query path, found path)` -> (query overlay, found overlay,
-    similarity) adds the heat maps of the first `explained` queries and their nearest image."""
+    """The page of the results, the queries' classes in turn (classes_in_turn); `explain(query path,
+    found path)` -> (query overlay, found overlay, similarity) adds the heat maps of the first
+    `explained` queries of the page and their nearest image."""
     from evaluation.retrieval_page import Picture, QueryRow, write_page
 
     def title(path, root):
         return os.path.relpath(path, root)
 
     rows = []
-    for query, path in enumerate(paths):
+    for shown, query in enumerate(classes_in_turn(classes)):
+        path = paths[query]
         results = []
         for rank, (distance, row) in enumerate(zip(distances[query], found[query])):
             if row < 0:
@@ -260,7 +273,7 @@ def write_results_page(folder, paths, classes, images, distances, found, meta, e
             results.append(Picture(meta["paths"][row], f"{rank + 1}", gallery_class or None, float(distance), match,
                                    title(meta["paths"][row], meta["images"])))
         extras = []
-        if explain is not None and query < explained and results:
+        if explain is not None and shown < explained and results:
             query_map, found_map, similarity = explain(path, results[0].source)
             extras = [Picture(query_map, "where the query looks like 1", title=f"similarity {similarity:.4f}"),
                       Picture(found_map, "where 1 looks like the query", title=f"similarity {similarity:.4f}")]
@@ -269,7 +282,8 @@ def write_results_page(folder, paths, classes, images, distances, found, meta, e
     network = f"{os.path.basename(meta['checkpoint'])} ({meta['arch']}, {meta['embed_dim']}-d)"
     try:
         return write_page(folder, rows, title=f"Retrieval: {len(paths)} queries, {meta['count']} indexed images",
-                          note=f"network {network}, {meta['kind']} index")
+                          note=f"network {network}, {meta['kind']} index; the queries' classes in turn (the first "
+                               "query of each class, then the second, ...)")
     except OSError as error:
         raise UserError(f"cannot write {error.filename or folder}: {error.strerror}; choose another --html") from None
 

@@ -33,7 +33,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 from PIL import Image
 from sklearn.manifold import TSNE
 
@@ -72,40 +72,73 @@ def _read_csv(path):
 
 def recall_curves(metrics_csv, path, selected=None, training_csv=None):
     """Recall@k over the epochs, one line per recall column and split, with a dashed line at each
-    selected epoch ({name: epoch}, e.g. the best e_recall@1), and the training loss of
-    `training_csv` below; None when metrics_csv has no recall column."""
+    selected epoch ({name: epoch}, e.g. the best e_recall@1); below them, from `training_csv`, the
+    training loss (the distillation term on its own scale, drawn only when it was on) and the
+    learning rate. None when metrics_csv has no recall column."""
     rows = _read_csv(metrics_csv)
     columns = [column for column in (rows[0] if rows else {}) if RECALL_COLUMN.match(column)]
     if not columns:
         return None
     training = [row for row in _read_csv(training_csv) if row.get("loss")]
-    figure = Figure(figsize=(7, 7 if training else 4.5), layout="constrained")
-    axes = figure.subplots(2 if training else 1, 1, sharex=True, squeeze=False)[:, 0]
+    rates = [row for row in training if row.get("lr")]
+    heights = [4] + [2.6] * bool(training) + [1.6] * bool(rates)
+    figure = Figure(figsize=(8.5, sum(heights) + 0.6), layout="constrained")
+    axes = figure.subplots(len(heights), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
     for split, style in zip(sorted({row["split"] for row in rows}), ("-", "--", ":", "-.")):
         split_rows = [row for row in rows if row["split"] == split]
         epochs = [int(row["epoch"]) for row in split_rows]
         for color, column in enumerate(columns):
             axes[0].plot(epochs, [float(row[column]) for row in split_rows], style, color=f"C{color}", marker=".",
                          label=f"{split} {column}")
-    for name, epoch in (selected or {}).items():
+    last = max(int(row["epoch"]) for row in rows)
+    for number, (name, epoch) in enumerate((selected or {}).items()):
         for panel in axes:
             panel.axvline(epoch, color="black", linestyle="--", linewidth=0.8)
-        axes[0].annotate(f"best {name}: epoch {epoch}", (epoch, 0), xycoords=("data", "axes fraction"),
-                         xytext=(3, 3), textcoords="offset points", fontsize=7, rotation=90, va="bottom")
+        # inside the axes at the top, on the side of the line with room, on white: never clipped, and
+        # the legend sits outside the axes
+        right_half = epoch > last / 2
+        axes[0].annotate(f"best {name}: epoch {epoch}", (epoch, 1), xycoords=("data", "axes fraction"),
+                         xytext=(-4 if right_half else 4, -4 - 12 * number), textcoords="offset points", fontsize=8,
+                         ha="right" if right_half else "left", va="top",
+                         bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
     axes[0].set(ylabel="recall", title="Recall@k over training (epoch 0: before training)")
-    axes[0].legend(fontsize="small", ncol=2)
+    axes[0].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     if training:
-        epochs = [int(row["epoch"]) for row in training]
-        for term in ("loss", "dml", "kd"):
-            if term in training[0]:
-                axes[1].plot(epochs, [float(row[term]) for row in training], marker=".", label=term)
-        axes[1].set(ylabel="training loss (epoch mean)", title="Training loss")
-        axes[1].legend(fontsize="small")
+        _loss_panel(axes[1], training)
+    if rates:
+        panel = axes[-1]
+        panel.plot([int(row["epoch"]) for row in rates], [float(row["lr"]) for row in rates], marker=".",
+                   color="C7", label="lr")
+        panel.set(ylabel="learning rate", title="Learning rate at the end of each epoch")
+        panel.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))  # no offset text over the title
     for panel in axes:
         panel.grid(alpha=0.3)
         panel.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1].set(xlabel="epoch")
     return _save(figure, path)
+
+
+def _loss_panel(panel, training):
+    """The epoch means of the loss and its DML term; the distillation term (about 1000 times smaller)
+    on a right-hand axis of its own, and only when the run distilled (kd_weight above 0 some epoch)."""
+    epochs = [int(row["epoch"]) for row in training]
+    for term in ("loss", "dml"):
+        if term in training[0]:
+            panel.plot(epochs, [float(row[term]) for row in training], marker=".", label=term,
+                       color="C0" if term == "loss" else "C1")
+    panel.set(ylabel="training loss (epoch mean)", title="Training loss")
+    handles, labels = panel.get_legend_handles_labels()
+    distilled = any(float(row.get("kd_weight") or 0) > 0 or float(row.get("kd") or 0) != 0 for row in training)
+    if distilled and "kd" in training[0]:
+        kd_axes = panel.twinx()
+        kd_axes.plot(epochs, [float(row["kd"]) for row in training], marker=".", color="C2", label="kd")
+        kd_axes.set_ylabel("kd term (its own scale)", color="C2")
+        kd_axes.tick_params(axis="y", colors="C2")
+        more_handles, more_labels = kd_axes.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    # right of the kd axis's tick labels and label when there is one
+    panel.legend(handles, labels, fontsize="small", loc="upper left", bbox_to_anchor=(1.17 if distilled else 1.01, 1),
+                 frameon=False)
 
 
 def image_reader(dataset):
@@ -152,9 +185,10 @@ def _nearest_others(features, queries, k):
 
 
 def retrieval_page(features, labels, dataset, read_image, folder, n_queries=100, k=5, seed=0, class_names=None,
-                   caption=""):
+                   caption="", network_line=""):
     """evaluation.retrieval_page's page of n_queries random images (of distinct classes while there
-    are classes left) and their k nearest other images: folder/index.html."""
+    are classes left) and their k nearest other images: folder/index.html. `network_line`: a line
+    under the title saying which network and how well it retrieves."""
     from evaluation.retrieval_page import Picture, QueryRow, write_page
 
     rng = np.random.default_rng(seed)
@@ -175,9 +209,27 @@ def retrieval_page(features, labels, dataset, read_image, folder, n_queries=100,
                      [picture(j, f"{rank + 1}", distance=float(np.linalg.norm(features[j] - features[query])),
                               match=bool(labels[j] == labels[query])) for rank, j in enumerate(neighbours)])
             for query, neighbours in zip(queries, _nearest_others(features, queries, k))]
+    sample = f"{len(queries)} random queries of {len(features)} images, each query left out of its own results"
     return write_page(folder, rows, title=f"Retrieval{caption}",
-                      note=f"{len(queries)} random queries of {len(features)} images, each query left out of its "
-                           "own results")
+                      note=f"{network_line}. {sample}" if network_line else sample)
+
+
+def recorded_recall(metrics_csv, split, epoch):
+    """'split Recall@1 0.9085, Recall@2 ...' of metrics.csv's row of `epoch`, as the run evaluated it
+    (its protocol); "" without one."""
+    for row in _read_csv(metrics_csv):
+        if row.get("split") == split and row.get("epoch") == str(epoch):
+            values = [f"Recall@{column.split('@')[1]} {float(row[column]):.4f}" for column in row
+                      if RECALL_COLUMN.match(column) and column.startswith("e_") and row[column] not in ("", None)]
+            if values:
+                return f"{split} " + ", ".join(values) + f" (metrics.csv, epoch {epoch})"
+    return ""
+
+
+def leave_one_out_recall(features, labels):
+    """'Recall@1 x of N images': how often an image's nearest other image has its class."""
+    nearest = np.array([row[0] for row in _nearest_others(features, np.arange(len(features)), 1)])
+    return f"Recall@1 {np.mean(labels[nearest] == labels):.4f} of {len(features)} images, each left out"
 
 
 def tsne_embedding(features, max_points=1000, seed=0, iterations=1000):
@@ -273,19 +325,27 @@ def similarity_matrix(features, labels, path, n_classes=10, per_class=5, seed=0,
     sample = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.sort(classes)])
     unit = features[sample].astype(np.float64)
     unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
-    figure = Figure(figsize=(6, 5))
+    similarities = unit @ unit.T
+    same = labels[sample][:, None] == labels[sample][None, :]
+    within = similarities[same & ~np.eye(len(sample), dtype=bool)]
+    between = similarities[~same]
+    figure = Figure(figsize=(6.5, 5.5), layout="constrained")
     axes = figure.add_subplot()
-    shown = axes.imshow(unit @ unit.T, cmap="viridis")
-    figure.colorbar(shown, ax=axes, label="cosine similarity")
+    # The whole range of the cosine, fixed: a scale fitted to the values (0.94 to 1) would paint a
+    # collapsed embedding, all of whose images point one way, as well separated classes.
+    shown = axes.imshow(similarities, cmap="RdBu_r", vmin=-1, vmax=1)
+    figure.colorbar(shown, ax=axes, label="cosine similarity", shrink=0.9)
     boundaries = np.flatnonzero(np.diff(labels[sample])) + 0.5
     for boundary in boundaries:
         axes.axhline(boundary, color="white", linewidth=0.8)
         axes.axvline(boundary, color="white", linewidth=0.8)
     edges = np.concatenate([[-0.5], boundaries, [len(sample) - 0.5]])
     names = [_name(class_names, label) for label in np.sort(classes)]
-    axes.set_xticks((edges[:-1] + edges[1:]) / 2, names, rotation=90, fontsize=7)
-    axes.set_yticks((edges[:-1] + edges[1:]) / 2, names, fontsize=7)
-    axes.set_title(f"{len(sample)} images of {len(classes)} classes, grouped by class{caption}", fontsize=9)
+    axes.set_xticks((edges[:-1] + edges[1:]) / 2, names, rotation=90, fontsize=9)
+    axes.set_yticks((edges[:-1] + edges[1:]) / 2, names, fontsize=9)
+    spread = (f"mean cosine within classes {within.mean():.3f}, between {between.mean():.3f}"
+              if len(within) and len(between) else "")
+    axes.set_title(f"{len(sample)} images of {len(classes)} classes, grouped by class{caption}\n{spread}", fontsize=9)
     return _save(figure, path)
 
 
@@ -315,15 +375,17 @@ def confusion_matrix(features, labels, class_names, path, k=None, max_classes=30
     np.add.at(counts, (column[labels[is_shown]], column[predicted[is_shown]]), 1)
     names = [names[label] for label in shown]
     other = len(shown) < len(values)
-    figure = Figure(figsize=(2 + 0.3 * counts.shape[1], 1.5 + 0.3 * counts.shape[0]))
+    # cells of 0.4 inch hold 9-point labels and counts; a small matrix still gets room for its title
+    figure = Figure(figsize=(max(6, 2.5 + 0.4 * counts.shape[1]), max(4.5, 2 + 0.4 * counts.shape[0])),
+                    layout="constrained")
     axes = figure.add_subplot()
     axes.imshow(counts, cmap="Blues")
     if counts.shape[0] <= 15:
         for (row, column), count in np.ndenumerate(counts):
-            axes.text(column, row, count, ha="center", va="center", fontsize=7,
+            axes.text(column, row, count, ha="center", va="center", fontsize=9,
                       color="white" if count > counts.max() / 2 else "black")
-    axes.set_xticks(range(counts.shape[1]), names + ["other"] * other, rotation=90, fontsize=6)
-    axes.set_yticks(range(len(shown)), names, fontsize=6)
+    axes.set_xticks(range(counts.shape[1]), names + ["other"] * other, rotation=90, fontsize=9)
+    axes.set_yticks(range(len(shown)), names, fontsize=9)
     accuracy = np.mean(predicted == labels)
     subset = f", the {len(shown)} classes with most errors" if other else ""
     axes.set(xlabel=f"majority vote of the k = {k} nearest", ylabel="true class",
@@ -336,11 +398,14 @@ def _name(class_names, label):
 
 
 def write_reports(folder, features=None, labels=None, dataset=None, split="test", metrics_csv=None,
-                  tsne_points=1000, seed=0, tsne_iterations=1000, network="", selected=None):
+                  tsne_points=1000, seed=0, tsne_iterations=1000, network="", selected=None, description="",
+                  epoch=None):
     """All the reports the inputs allow, into `folder`; {report name: PNG path}. Without features,
     only the recall curves. `network` says in each title which network the features come from;
     `selected` ({name: epoch}) marks epochs on the recall curves (default: the run's summary.json
-    next to metrics_csv), whose training.csv adds the loss curve."""
+    next to metrics_csv), whose training.csv adds the loss curve. The retrieval page also names
+    the architecture (`description`, e.g. "resnet50_frozen_normalize, 128-d") and gives the recall of
+    metrics.csv's row of `epoch`, else the leave-one-out Recall@1 of the features."""
     os.makedirs(folder, exist_ok=True)
     written = {}
     caption = f" ({network})" if network else ""
@@ -358,8 +423,12 @@ def write_reports(folder, features=None, labels=None, dataset=None, split="test"
                                                            os.path.join(folder, f"retrieval_{split}.png"), seed=seed,
                                                            class_names=class_names, caption=caption)
             # HTML, not a PNG: written beside them but not returned (the returned reports are logged as images)
+            recall = (recorded_recall(metrics_csv, split, epoch) if epoch is not None else "") or \
+                leave_one_out_recall(features, labels)
+            network_line = "network: " + ", ".join(part for part in (description, network) if part) + f"; {recall}" \
+                if description or network else recall
             retrieval_page(features, labels, dataset, read_image, os.path.join(folder, f"retrieval_page_{split}"),
-                           seed=seed, class_names=class_names, caption=caption)
+                           seed=seed, class_names=class_names, caption=caption, network_line=network_line)
         embedding = tsne_embedding(features, tsne_points, seed, tsne_iterations)
         written[f"tsne_{split}"] = tsne(features, labels, os.path.join(folder, f"tsne_{split}.png"), tsne_points,
                                         seed, tsne_iterations, class_names=class_names, caption=caption,
@@ -396,7 +465,23 @@ def write_run_reports(folder, evaluated, seed=0, epoch=None, selected=None):
     features, labels, dataset = evaluated[split] if split is not None else (None, None, None)
     network = f"final network, epoch {epoch}" if epoch is not None else ""
     return write_reports(folder, features, labels, dataset, split, os.path.join(folder, "metrics.csv"),
-                         RUN_TSNE_POINTS, seed, RUN_TSNE_ITERATIONS, network=network, selected=selected)
+                         RUN_TSNE_POINTS, seed, RUN_TSNE_ITERATIONS, network=network, selected=selected,
+                         description=describe(_read_json(os.path.join(folder, "config.json"))), epoch=epoch)
+
+
+def describe(config):
+    """'arch, N-d' of a run's config, "" when it says neither."""
+    parts = [str(config["arch"])] if config.get("arch") else []
+    return ", ".join(parts + ([f"{config['embed_dim']}-d"] if config.get("embed_dim") else []))
+
+
+def _read_json(path):
+    try:
+        with open(path) as handle:
+            content = json.load(handle)
+        return content if isinstance(content, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def run(opt):
@@ -421,7 +506,8 @@ def run(opt):
         network = f"{os.path.basename(opt.checkpoint)}, epoch {checkpoint.epoch}" if checkpoint.epoch is not None \
             else os.path.basename(opt.checkpoint)
         written = write_reports(out, features, labels, splits[opt.split], opt.split,
-                                os.path.join(run_folder, "metrics.csv"), opt.tsne_points, network=network)
+                                os.path.join(run_folder, "metrics.csv"), opt.tsne_points, network=network,
+                                description=describe(config), epoch=checkpoint.epoch)
     except OSError as error:
         raise UserError(f"cannot write {error.filename or out}: {error.strerror}; choose another --out") from None
     for path in written.values():

@@ -1,7 +1,8 @@
 """A static HTML page of retrieval results: FOLDER/index.html and FOLDER/thumbnails/*.jpg.
 
 Each row is a query and its nearest images, as small JPEG thumbnails (THUMBNAIL px on the longest
-side, one file per distinct image, never the full images): a green border when a result has the
+side, one file per distinct image, never the full images; an image less than half that size is
+enlarged by a whole factor, its pixels kept sharp): a green border when a result has the
 query's class, red when not, grey when the classes are unknown; under each its class and its
 distance. A row may carry extra pictures (a caption and an image file or a PIL image each, e.g.
 heat-maps explaining a match), shown after its results. Links are relative, every name is escaped,
@@ -67,11 +68,18 @@ class _Thumbnails:
         if name is None:
             name = f"{key[:20]}.jpg"
             image = source.copy() if isinstance(source, Image.Image) else _read_small(os.fspath(source), self.size)
-            image = to_rgb(image)
+            image = _enlarged(to_rgb(image), self.size)
             image.thumbnail((self.size, self.size))
             image.save(os.path.join(self.folder, name), quality=85)
             self.written[key] = name
         return f"{os.path.basename(self.folder)}/{name}"
+
+
+def _enlarged(image, size):
+    """A small image (8-pixel digits) blown up by a whole factor towards `size`, its pixels kept
+    sharp: shown at its own size it would be a speck."""
+    factor = size // max(image.size)
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor >= 2 else image
 
 
 def _read_small(path, size):

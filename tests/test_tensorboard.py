@@ -28,7 +28,8 @@ def test_tensorboard_logs_the_metrics_and_reports_across_a_resume(tmp_path, caps
         for name, value in row.items():
             if name not in ("epoch", "split", "protocol", "best_for"):
                 expected.setdefault(f"{row['split']}/{name}", []).append((int(row["epoch"]), float(value)))
-    expected["train/loss"] = [(int(row["epoch"]), float(row["loss"])) for row in read_csv(run / "training.csv")]
+    for term in ("loss", "lr"):
+        expected[f"train/{term}"] = [(int(row["epoch"]), float(row[term])) for row in read_csv(run / "training.csv")]
     assert [step for step, _ in expected["test/e_recall@1"]] == [0, 1, 2]
     for tag, values in expected.items():
         assert [step for step, _ in logged[tag]] == [step for step, _ in values], tag  # each epoch once

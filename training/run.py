@@ -273,7 +273,8 @@ class Run:
         training_row = {"epoch": epoch + 1, **losses, "lr": self.settings.optimisation.lr * self.schedule.factor(),
                         "seconds": round(time.time() - self.started, 1)}
         self.folder.append("training.csv", training_row)
-        self.log.online({f"train/{term}": value for term, value in losses.items()}, epoch + 1)
+        self.log.online({**{f"train/{term}": value for term, value in losses.items()}, "train/lr": training_row["lr"]},
+                        epoch + 1)
         self.evaluated = self._finish_epoch(epoch + 1)
         distributed.barrier()
         return EpochEnd(epoch + 1, {row: result.metrics for row, result in self.evaluated.items()}, losses, self)

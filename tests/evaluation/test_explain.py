@@ -45,7 +45,8 @@ def test_heat_maps_have_the_input_size_and_follow_the_matched_image():
     network = resnet()
     query, first, second = torch.randn(3, 3, 96, 80).unbind()
     map_q, map_r = explain.similarity_maps(network, query, first)
-    assert map_q.shape == map_r.shape == (96, 80) and map_q.min() >= 0 and map_q.max() == pytest.approx(1)
+    assert map_q.shape == map_r.shape == (96, 80) and map_q.min() >= 0
+    assert max(map_q.max(), map_r.max()) == pytest.approx(1)  # one scale for both
     other_q, _ = explain.similarity_maps(network, query, second)
     assert np.abs(other_q - map_q).max() > 0.01
     image = Image.new("RGB", (80, 96), "white")
