@@ -17,8 +17,6 @@ numbers the classes in sorted name order, the released code's, so one seed draws
 import os
 
 import numpy as np
-from scipy.io import loadmat
-from scipy.io.matlab import MatReadError
 
 from datasets.image_dataset import ImageDataset
 from datasets.layout import class_folders, find_layout, split_class_folders
@@ -34,9 +32,12 @@ TRAIN_CLASSES = 98
 def load_mat(path, what):
     if not os.path.isfile(path):
         raise UserError(f"missing {path}; expected {what} ({EXPECTED})")
+    # imported here: scipy.io takes a while to import, which every --help would wait
+    from scipy.io import loadmat
+
     try:
         return loadmat(path, squeeze_me=True)
-    except (MatReadError, ValueError, OSError, TypeError) as error:
+    except Exception as error:  # noqa: BLE001  (a damaged file fails anywhere in scipy's parser: IndexError, KeyError...)
         raise UserError(f"cannot read {path} as a MATLAB file ({error}); expected {what}") from None
 
 

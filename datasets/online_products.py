@@ -6,10 +6,9 @@ super_class_id path, one header line), in either layout:
 import os
 
 import numpy as np
-import pandas as pd
 
 from datasets.image_dataset import ImageDataset
-from datasets.layout import find_layout
+from datasets.layout import find_layout, read_lines
 from datasets.registry import register
 from errors import UserError
 
@@ -19,32 +18,36 @@ LAYOUT = ("images/<category>_final/<image> and Info_Files/Ebay_{train,test}.txt,
           "with Ebay_{train,test}.txt beside them")
 
 
-def read_info_file(path: str) -> pd.DataFrame:
-    expected = f"expected a header line and the space-separated columns {' '.join(COLUMNS)}"
-    if not os.path.isfile(path):
-        raise UserError(f"missing {path}; {expected}")
-    try:
-        table = pd.read_csv(path, sep=r"\s+", dtype={"path": str})
-    except (ValueError, UnicodeDecodeError) as error:
-        reason = " ".join(str(error).split())  # pandas' messages span lines; the error is shown as one
-        hint = "; a path holding a space splits into two columns" if "fields" in reason else ""
-        raise UserError(f"cannot parse {path} ({reason}){hint}; {expected}") from None
-    if list(table.columns) != COLUMNS or not pd.api.types.is_integer_dtype(table["class_id"]):
-        raise UserError(f"{path} has the columns {' '.join(map(str, table.columns))}; {expected}")
-    if table.empty:
+def read_info_file(path: str) -> dict[str, np.ndarray]:
+    """{column: values} of an Ebay_*.txt file, with "line": each image's line number. The path is
+    the rest of the line after the three numbers, so a path holding a space stays whole."""
+    layout = f"a header line and the space-separated columns {' '.join(COLUMNS)}"
+    expected = f"expected {layout}"
+    lines = read_lines(path, layout)
+    if not lines or lines[0][1].split() != COLUMNS:
+        header = lines[0][1] if lines else "nothing"
+        raise UserError(f"{path} has the columns {header}; {expected}")
+    rows = []
+    for number, line in lines[1:]:
+        fields = line.split(maxsplit=len(COLUMNS) - 1)
+        if len(fields) != len(COLUMNS) or not all(field.lstrip("-").isdigit() for field in fields[:3]):
+            raise UserError(f"{path} line {number} is {line!r}; {expected}, the first three integers")
+        rows.append((*map(int, fields[:3]), fields[3], number))
+    if not rows:
         raise UserError(f"{path} lists no images; {expected}")
-    return table
+    columns = list(zip(*rows))
+    return {name: np.array(values, dtype=object if name == "path" else np.int64)
+            for name, values in zip([*COLUMNS, "line"], columns)}
 
 
 def read_split(root: str, info_file: str, layout: str = "repackaged") -> ImageDataset:
     list_file = os.path.join(root, "Info_Files", info_file) if layout == "repackaged" else os.path.join(root, info_file)
     table = read_info_file(list_file)
-    class_ids, labels = np.unique(table["class_id"].to_numpy(), return_inverse=True)
+    class_ids, labels = np.unique(table["class_id"], return_inverse=True)
     images = os.path.join(root, "images", "") if layout == "repackaged" else os.path.join(root, "")
-    paths = (images + table["path"]).tolist()
+    paths = [images + path for path in table["path"]]
     return ImageDataset(labels, [str(class_id) for class_id in class_ids], paths=paths,
-                        super_labels=table["super_class_id"].to_numpy(), listed_in=list_file,
-                        list_lines=table.index.to_numpy() + 2)  # after the header line
+                        super_labels=table["super_class_id"], listed_in=list_file, list_lines=table["line"])
 
 
 @register("online_products", sample_split="first",

@@ -261,6 +261,9 @@ def write_records(path, key, fields):
       "label"]),
     (lambda root: (root / "cars_annos.mat").write_text("not a MATLAB file"),
      ["cannot read", "cars_annos.mat as a MATLAB file"]),
+    # a text file that starts like a MATLAB header: an IndexError inside scipy's reader
+    (lambda root: (root / "cars_annos.mat").write_text("MATLAB 5.0 MAT-file\n"),
+     ["cannot read", "cars_annos.mat as a MATLAB file"]),
     (lambda root: (root / "car_ims" / "000005.jpg").unlink(), ["000005.jpg is missing", "restore them"]),
 ])
 def test_cars_annotation_problems_are_one_line(damage, fragments, tmp_path, capsys):
