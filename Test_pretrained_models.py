@@ -20,6 +20,7 @@ import torch
 
 import architectures
 import datasets
+import distributed
 import parameters
 from errors import CommandParser, SettingError, UserError, run_command
 from evaluation import evaluator, networks
@@ -102,6 +103,7 @@ def run(opt):
             print(f"note: the paper trained {folder} with --arch {PUBLISHED_ARCHS[folder]}", file=sys.stderr)
     checkpoint = networks.load(path, arch, opt.embed_dim)
     device = torch.device(f"cuda:{opt.gpu}" if torch.cuda.is_available() else "cpu")
+    distributed.use_cpu_threads()
     # the input the network was trained on: BN-Inception's BGR 0-255, a timm model's size and interpolation
     splits = datasets.load(data, **architectures.preprocessing(checkpoint.arch, checkpoint.config.get("image_size")))
     try:

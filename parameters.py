@@ -68,6 +68,8 @@ def build_parser():
                      help="CUDA device (default: the first GPU if there is one, else the CPU; "
                           "under torchrun: the local rank's)")
     run.add_argument("--kernels", type=int, default=DEFAULTS["kernels"], help="dataloader workers")
+    run.add_argument("--threads", type=int, default=DEFAULTS["threads"],
+                     help="CPU threads of torch (default: OMP_NUM_THREADS, else the cores this process may use)")
     run.add_argument("--n_epochs", type=int, default=DEFAULTS["n_epochs"])
     run.add_argument("--resume", nargs="?", const="", default=DEFAULTS["resume"], metavar="RUN_DIR",
                      help="continue a run from its checkpoint_last.pth (default: --save_path/--savename, "
@@ -362,6 +364,8 @@ def _config_arguments(path, parser):
     """The command-line arguments that set the values of the --config file at `path`."""
     values = read_config(path, parser.error)
     actions = _actions(parser)
+    # a run's config.json also records the machine it ran on: facts, not flags
+    values = {key: value for key, value in values.items() if key != "environment"}
     unknown = sorted(set(values) - set(actions))
     if unknown:
         parser.error(f"--config {path}: unknown key(s) {', '.join(unknown)}; keys are flag names without the "

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import distributed
 from datasets.image_dataset import ImageDataset
 from datasets.layout import IMAGE_EXTENSIONS
 from errors import CommandParser, UserError, first_line, one_line, run_command
@@ -95,6 +96,8 @@ def add_network_flags(parser):
 
 
 def device_of(gpu):
+    """The device of an evaluation command; on the CPU with distributed.cpu_threads threads."""
+    distributed.use_cpu_threads()
     return torch.device(f"cuda:{gpu}" if torch.cuda.is_available() else "cpu")
 
 

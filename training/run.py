@@ -107,6 +107,7 @@ class Run:
     def __init__(self, settings: RunSettings, context=None):
         self.settings = settings
         self.context = context = context or distributed.Context(0, 1, distributed.select_device(None))
+        self.threads = distributed.use_cpu_threads(settings.training.threads)
         device = context.device
         batches, training, logging = settings.batches, settings.training, settings.logging
         try:
@@ -163,7 +164,9 @@ class Run:
                                keeps_checkpoints=settings.folder.keeps_best)
         self.record = {"epoch": 0, "skipped_batches": 0, "train_seconds": 0.0, "wandb_id": None,
                        "bad_files": len(bad_files)}
-        self.config = to_record(settings)
+        # The machine's facts go with the settings into config.json and summary.json; from_record, and so
+        # the resume check and --config, leave them out.
+        self.config = {**to_record(settings), "environment": distributed.environment(self.threads)}
         self.log = RunLog(enabled=context.is_main)
         self.folder = None
         self.rows = []
@@ -331,6 +334,7 @@ class Run:
             "epochs": settings.training.n_epochs, "best": summary_best, "final": final,
             "train_seconds": round(self.record["train_seconds"], 1),
             "skipped_batches": self.record["skipped_batches"], "bad_files": self.record["bad_files"],
+            "environment": self.config["environment"],
             **({"stopped_after": epoch} if stopped else {})})
         self.log.finish(summary_best)
         print(f"best checkpoints chosen on the {self.best.split} split: "

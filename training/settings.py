@@ -37,13 +37,15 @@ AMP_MODES = ("bf16", "fp16")
 @dataclass(frozen=True)
 class TrainingSettings:
     """The loop: `n_epochs` from `seed`, on `gpu` (None: the first GPU, else the CPU) with `kernels`
-    dataloader workers; deterministic algorithms, skipping batches whose loss is not finite, mixed
+    dataloader workers and `threads` CPU threads (None: distributed.cpu_threads chooses);
+    deterministic algorithms, skipping batches whose loss is not finite, mixed
     precision (`amp`), channels-last memory, torch.compile, and the first `freeze_backbone_epochs`
     epochs training the head only."""
     seed: int = 0
     n_epochs: int = 150
     gpu: tuple[int, ...] | None = None
     kernels: int = min(8, os.cpu_count() or 1)
+    threads: int | None = None
     deterministic: bool = False
     skip_nonfinite: bool = False
     amp: str | None = None
@@ -61,6 +63,8 @@ class TrainingSettings:
             problems.append((f"seed must be 0 or more, got {self.seed}", ["seed"]))
         if self.kernels < 0:
             problems.append(("kernels must be 0 (load in the main process) or more", ["kernels"]))
+        if self.threads is not None and self.threads < 1:
+            problems.append((f"threads must be 1 or more, got {self.threads}", ["threads"]))
         if self.freeze_backbone_epochs < 0:
             problems.append((f"freeze_backbone_epochs must be 0 or more, got {self.freeze_backbone_epochs}",
                              ["freeze_backbone_epochs"]))
@@ -112,7 +116,7 @@ class RunSettings:
 
 # Record keys that do not change what a run computes: a resumed run may set them differently, and runs
 # that differ only in them (and in seed) are repeats of one experiment for studies.summarize.
-OPERATIONAL = {"resume", "resume_force", "overwrite", "kernels", "gpu", "log_online", "log_tensorboard",
+OPERATIONAL = {"resume", "resume_force", "overwrite", "kernels", "threads", "gpu", "log_online", "log_tensorboard",
                "project", "group", "save_path", "savename", "source", "pretrained_weights", "compile",
                "channels_last", "no_reports", "save_checkpoints", "progress_every"}
 # The nested diffusion settings and the prefix of their keys.
