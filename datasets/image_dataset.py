@@ -1,8 +1,12 @@
 """A labelled image set read from files or from an in-memory uint8 array."""
 import copy
+import hashlib
 import multiprocessing
 import os
 import signal
+import stat
+import tempfile
+import zipfile
 
 import numpy as np
 from PIL import Image
@@ -60,6 +64,7 @@ class ImageDataset(Dataset):
         self.pixels = pixels
         self.transform = transform
         self.bad_files = []  # files of the dataset's folders that are not readable images
+        self.duplicates = []  # the copies left out (datasets.duplicates), each described
 
     @property
     def n_classes(self) -> int:
@@ -97,6 +102,7 @@ class ImageDataset(Dataset):
                               listed_in=self.listed_in,
                               list_lines=None if self.list_lines is None else self.list_lines[indices])
         subset.bad_files = self.bad_files
+        subset.duplicates = self.duplicates
         return subset
 
 
@@ -108,21 +114,25 @@ class ImageDataset(Dataset):
 
 
 def unusable_files(dataset: ImageDataset) -> dict[int, str]:
-    """{index: "missing" or "empty"} for the dataset's files that do not exist or hold nothing:
-    one stat a file, so that a run finds them before it trains, not hours later."""
+    """{index: "missing", "empty" or "a folder, not a file"} for the dataset's files that cannot be
+    images: one stat a file, so that a run finds them before it trains, not hours later."""
     if dataset.paths is None:
         return {}
     unusable = {}
     for index, path in enumerate(dataset.paths):
         try:
-            if os.stat(path).st_size == 0:
-                unusable[index] = "empty"
+            status = os.stat(path)
         except OSError:
             unusable[index] = "missing"
+            continue
+        if not stat.S_ISREG(status.st_mode):
+            unusable[index] = "a folder, not a file" if stat.S_ISDIR(status.st_mode) else "not a regular file"
+        elif status.st_size == 0:
+            unusable[index] = "empty"
     return unusable
 
 
-def is_readable(path: str) -> bool:
+def decodes(path: str) -> bool:
     try:
         load_rgb(path)
         return True
@@ -130,26 +140,90 @@ def is_readable(path: str) -> bool:
         return False
 
 
+def cache_folder() -> str:
+    """Where the decoding check keeps what it found: $OBD_SD_CACHE, else $XDG_CACHE_HOME/obd-sd, else
+    ~/.cache/obd-sd."""
+    if os.environ.get("OBD_SD_CACHE"):
+        return os.environ["OBD_SD_CACHE"]
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "obd-sd")
+
+
+def _file_stamps(paths: list[str]) -> np.ndarray:
+    """(size, modification time in ns) of each file; (-1, -1) where it cannot be read."""
+    stamps = np.full((len(paths), 2), -1, dtype=np.int64)
+    for index, path in enumerate(paths):
+        try:
+            status = os.stat(path)
+            stamps[index] = status.st_size, status.st_mtime_ns
+        except OSError:
+            pass
+    return stamps
+
+
+def _cache_file(paths: list[str]) -> str:
+    key = hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return os.path.join(cache_folder(), "decoded", f"{key}.npz")
+
+
+def _cached_decodes(cache: str, stamps: np.ndarray) -> np.ndarray:
+    """Per file: 1 decodes, 0 does not, -1 unknown (not in the cache, or changed since)."""
+    known = np.full(len(stamps), -1, dtype=np.int8)
+    try:
+        with np.load(cache) as stored:
+            if stored["stamps"].shape == stamps.shape:
+                same = (stored["stamps"] == stamps).all(axis=1) & (stamps[:, 0] >= 0)
+                known[same] = stored["decodes"][same]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # no cache yet, or a damaged one: decode again
+    return known
+
+
+def _store_decodes(cache: str, stamps: np.ndarray, readable: np.ndarray):
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        # written beside, then renamed: a process reading it at the same time sees the old file or the new one
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(cache), suffix=".npz")
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, stamps=stamps, decodes=readable.astype(np.int8))
+        os.replace(temporary, cache)
+    except OSError:
+        pass  # a cache that cannot be written (read-only home): decoding again next time is slower, not wrong
+
+
 def default_signal_handlers():
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
 
 
-def without_unreadable(dataset: ImageDataset, workers: int = 0) -> ImageDataset:
-    """The dataset without the images that do not decode, which join `bad_files`.
+def readable_images(paths: list[str], workers: int = 0) -> np.ndarray:
+    """Whether each file decodes as an image. Every file is decoded once, truncated ones caught too,
+    in `workers` processes; what was found is kept (cache_folder()) with each file's size and
+    modification time, and a file that has neither changed is not decoded again."""
+    stamps = _file_stamps(paths)
+    cache = _cache_file(paths)
+    known = _cached_decodes(cache, stamps)
+    todo = np.flatnonzero(known < 0)
+    if len(todo):
+        progress = {"total": len(todo), "desc": "decoding the images (once; then when changed)", "leave": False,
+                    "disable": None}
+        pending = [paths[index] for index in todo]
+        if workers > 0:
+            # The workers take the default signal handlers: the pool ends them with SIGTERM, which the
+            # command's own handler (errors.run_command) would turn into an exception inside a worker.
+            with multiprocessing.Pool(workers, initializer=default_signal_handlers) as pool:
+                found = list(tqdm(pool.imap(decodes, pending, chunksize=64), **progress))
+        else:
+            found = [decodes(path) for path in tqdm(pending, **progress)]
+        known[todo] = found
+        _store_decodes(cache, stamps, known > 0)
+    return known > 0
 
-    Every image is decoded once, in `workers` processes, so truncated files are caught too.
-    """
+
+def without_unreadable(dataset: ImageDataset, workers: int = 0) -> ImageDataset:
+    """The dataset without the images that do not decode (readable_images), which join `bad_files`."""
     if dataset.paths is None:
         return dataset
-    progress = {"total": len(dataset.paths), "desc": "decoding every image", "leave": False, "disable": None}
-    if workers > 0:
-        # The workers take the default signal handlers: the pool ends them with SIGTERM, which the
-        # command's own handler (errors.run_command) would turn into an exception inside a worker.
-        with multiprocessing.Pool(workers, initializer=default_signal_handlers) as pool:
-            readable = np.array(list(tqdm(pool.imap(is_readable, dataset.paths, chunksize=64), **progress)), dtype=bool)
-    else:
-        readable = np.array([is_readable(path) for path in tqdm(dataset.paths, **progress)], dtype=bool)
+    readable = readable_images(dataset.paths, workers)
     if readable.all():
         return dataset
     kept = dataset.subset(np.flatnonzero(readable))

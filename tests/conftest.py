@@ -1,4 +1,5 @@
 """Fixtures shared by several test files."""
+import os
 import socket
 
 import pytest
@@ -26,3 +27,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def decoding_cache(tmp_path_factory):
+    """The image decoding check's cache (datasets.image_dataset.cache_folder) in the session's temporary
+    folder, not the user's ~/.cache; subprocesses inherit it."""
+    previous = os.environ.get("OBD_SD_CACHE")
+    os.environ["OBD_SD_CACHE"] = str(tmp_path_factory.mktemp("obd_sd_cache"))
+    yield
+    if previous is None:
+        del os.environ["OBD_SD_CACHE"]
+    else:
+        os.environ["OBD_SD_CACHE"] = previous

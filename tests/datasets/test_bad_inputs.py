@@ -1,13 +1,18 @@
 """Bad inputs that used to end in a traceback or late in a run (issue 26): damaged archives for
 `python -m datasets.prepare`, listed images that do not decode or are folders, empty lists. Each is
 one line and exit status 2, before training starts."""
+import os
+import re
 import tarfile
 import zipfile
 
 import pytest
 
-from datasets import prepare
-from tests.images import write_image
+import datasets
+from datasets import image_dataset, prepare, verify
+from errors import UserError, one_line
+from tests.images import write_image, write_lists
+from tests.program import run_main
 
 
 def run_prepare(argv, capsys):
@@ -66,3 +71,86 @@ def test_prepare_on_a_corrupt_archive_says_so_and_copies_nothing(name, tmp_path,
     status, _, err = run_prepare(["online_products", tmp_path / name, "--out", tmp_path / "out"], capsys)
     assert_one_line(status, err, name, "not a readable archive", "download it again")
     assert not (tmp_path / "out" / name).exists()
+
+
+def list_flags(root):
+    return ["--dataset", "list", "--train_list", root / "CUB200_train.txt", "--test_list", root / "CUB200_val.txt"]
+
+
+def tiny_run(root, tmp_path, *extra):
+    return [*list_flags(root), "--not_pretrained", "--arch", "resnet18", "--embed_dim", "8", "--bs", "4",
+            "--n_epochs", "1", "--kernels", "0", "--no_reports", "--save_checkpoints", "none",
+            "--save_path", tmp_path / "runs", "--savename", "run", *extra]
+
+
+def lists_of(root):
+    return {"train_list": str(root / "CUB200_train.txt"), "test_list": str(root / "CUB200_val.txt")}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_that_does_not_decode_stops_the_run_at_start(tmp_path, workers):
+    # before: found when the image was first read, epochs into the run
+    root = write_lists(tmp_path)
+    broken = root / "images" / "002" / "1.jpg"
+    broken.write_bytes(broken.read_bytes()[:150])
+    with pytest.raises(UserError) as error:
+        datasets.select("list", None, lists=lists_of(root), workers=workers)
+    message = one_line(error.value)
+    assert f"{broken} ({root / 'CUB200_train.txt'} line 4)" in message and "does not decode" in message
+    assert "--on_bad_image skip" in message
+    assert datasets.select("list", None, lists=lists_of(root), on_bad_image="skip")["train"].bad_files == [str(broken)]
+
+
+def test_a_folder_listed_as_an_image_is_refused_at_start(tmp_path):
+    root = write_lists(tmp_path)
+    (root / "images" / "003" / "0.jpg").unlink()
+    (root / "images" / "003" / "0.jpg").mkdir()
+    with pytest.raises(UserError, match=re.escape(f"{root / 'images' / '003' / '0.jpg'} ({root / 'CUB200_val.txt'} "
+                                                  "line 1) is a folder, not a file")):
+        datasets.select("list", None, lists=lists_of(root))
+
+
+def test_images_are_decoded_once_then_again_only_when_changed(tmp_path, monkeypatch):
+    root = write_lists(tmp_path)
+    decoded = []
+    real = image_dataset.decodes
+
+    def counted(path):
+        decoded.append(path)
+        return real(path)
+
+    monkeypatch.setattr(image_dataset, "decodes", counted)
+    datasets.select("list", None, lists=lists_of(root))
+    assert len(decoded) == 8
+    decoded.clear()
+    datasets.select("list", None, lists=lists_of(root))
+    assert decoded == []  # same size and modification time: the cache's answer
+    changed = root / "images" / "001" / "0.jpg"
+    write_image(changed, size=(20, 20), seed=3)
+    os.utime(changed, ns=(1, 1))
+    datasets.select("list", None, lists=lists_of(root))
+    assert decoded == [str(changed)]
+
+
+@pytest.mark.parametrize("emptied", ["CUB200_train.txt", "CUB200_val.txt"])
+def test_an_empty_list_is_one_line_before_the_run_folder(emptied, tmp_path, capsys):
+    # before: verify passed; main.py made the run folder, then "ValueError: high <= 0" or NaN recalls
+    root = write_lists(tmp_path / "data")
+    (root / emptied).write_text("\n")
+    with pytest.raises(SystemExit) as stop:
+        verify.main([str(flag) for flag in list_flags(root)] + ["--kernels", "0", "--partial"])
+    assert_one_line(stop.value.code, capsys.readouterr().err, f"{root / emptied} lists no images")
+    status = run_main(tiny_run(root, tmp_path))
+    assert_one_line(status, capsys.readouterr().err, f"{root / emptied} lists no images")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_split_left_without_images_by_skip_is_one_line(tmp_path, capsys):
+    root = write_lists(tmp_path / "data")
+    for image in (root / "images" / "003").iterdir():
+        image.write_bytes(b"not an image")
+    for image in (root / "images" / "004").iterdir():
+        image.write_bytes(b"")
+    status = run_main(tiny_run(root, tmp_path, "--on_bad_image", "skip"))
+    assert_one_line(status, capsys.readouterr().err, "test split", "no readable image", "CUB200_val.txt")
+    assert not (tmp_path / "runs").exists()
