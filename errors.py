@@ -99,12 +99,22 @@ def run_command(function, *args):
             signal.signal(signal.SIGTERM, previous)
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: ...)" to a flag's help unless the help already says its default in words
+    ("default: the first GPU ..."), which "(default: None)" would contradict."""
+
+    def _get_help_string(self, action):
+        if re.search(r"\bdefault\b", action.help or "", re.IGNORECASE):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class CommandParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line ("error: ...; see <command> --help") with exit
     status 2, and whose --help shows the default of every flag."""
 
     def __init__(self, *args, command=None, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
         if command and not args:
             kwargs.setdefault("prog", command)  # `python -m datasets.verify`, not `verify.py`
         super().__init__(*args, **kwargs)

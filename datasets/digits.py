@@ -2,7 +2,6 @@
 
 A small stand-in for the image sets, for smoke tests and CPU-only trials."""
 import numpy as np
-from sklearn.datasets import load_digits
 
 from datasets.image_dataset import ImageDataset
 from datasets.registry import register
@@ -13,6 +12,9 @@ from datasets.registry import register
 @register("digits", crop_size=32, resize_size=36, flip=False, crop_scale=(0.8, 1.0))
 def load(source):
     """`source` is ignored."""
+    # imported here: scikit-learn takes about a second to import, which every --help would wait
+    from sklearn.datasets import load_digits
+
     digits = load_digits()
     pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)
     is_train = digits.target < 5

@@ -2,14 +2,20 @@
 from dataclasses import dataclass
 
 import torch
-from torchvision import transforms as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUGMENTATIONS = ("base", "adv", "big", "red")
 CHANNEL_ORDERS = ("RGB", "BGR")
-INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
-                  "nearest": T.InterpolationMode.NEAREST}
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # torchvision's InterpolationMode values
+
+
+def _transforms():
+    # imported when a transform is built: importing torchvision imports torchvision.ops and
+    # torch._dynamo, seconds that every command's --help would wait
+    from torchvision import transforms
+
+    return transforms
 
 
 @dataclass(frozen=True)
@@ -51,10 +57,11 @@ class Preprocessing:
             raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, not {self.interpolation!r}")
 
     @property
-    def _mode(self) -> T.InterpolationMode:
-        return INTERPOLATIONS[self.interpolation]
+    def _mode(self):
+        return _transforms().InterpolationMode(self.interpolation)
 
-    def training(self, augmentation: str) -> T.Compose:
+    def training(self, augmentation: str):
+        T = _transforms()
         crop = self._crop(augmentation)
         if augmentation == "red":
             steps = [T.Resize(self._resize(crop), interpolation=self._mode), T.RandomCrop(crop)]
@@ -66,7 +73,8 @@ class Preprocessing:
             steps += [T.ColorJitter(0.2, 0.2, 0.2, 0.2), T.RandomGrayscale(0.2)]
         return self._to_normalised_tensor(steps)
 
-    def evaluation(self, augmentation: str) -> T.Compose:
+    def evaluation(self, augmentation: str):
+        T = _transforms()
         crop = self._crop(augmentation)
         return self._to_normalised_tensor([T.Resize(self._resize(crop), interpolation=self._mode), T.CenterCrop(crop)])
 
@@ -78,7 +86,8 @@ class Preprocessing:
         # a crop larger than the resized image would be padded with black borders
         return max(self.resize_size, crop)
 
-    def _to_normalised_tensor(self, steps: list) -> T.Compose:
+    def _to_normalised_tensor(self, steps: list):
+        T = _transforms()
         steps = [*steps, T.ToTensor()]
         if self.input_range != 1:
             steps.append(ToInputRange(self.input_range))

@@ -33,7 +33,7 @@ import faiss
 import numpy as np
 import torch
 
-from errors import CommandParser, UserError, first_line, run_command
+from errors import CommandParser, DefaultsFormatter, UserError, first_line, run_command
 from evaluation import networks
 from evaluation.export import add_network_flags, device_of, embedded_batches, find_images
 
@@ -316,7 +316,7 @@ def run(opt):
     return distances, found, scores
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+class _Formatter(argparse.RawDescriptionHelpFormatter, DefaultsFormatter):
     pass
 
 

@@ -16,8 +16,6 @@ from typing import Callable
 
 import faiss
 import numpy as np
-from scipy.stats import entropy
-from sklearn.metrics import normalized_mutual_info_score
 
 from errors import UserError
 from evaluation.neighbours import (
@@ -322,6 +320,10 @@ def knn_accuracy(evaluation, top, k):
 @register(r"nmi", "nmi", needs=lambda evaluation: {"kmeans": 1})
 def nmi(evaluation):
     """NMI of k-means (one cluster per class of the evaluated set) against the classes."""
+    # imported here, as scipy.stats below: scikit-learn and scipy.stats take most of a second to
+    # import, which every command's --help would wait for
+    from sklearn.metrics import normalized_mutual_info_score
+
     return normalized_mutual_info_score(evaluation.labels, evaluation.clusters)
 
 
@@ -383,6 +385,8 @@ def rho_spectrum(evaluation, k):
     singular_values = np.linalg.svd(evaluation.features.astype(np.float64), compute_uv=False)[abs(k) - 1:]
     spectrum = singular_values / singular_values.sum()
     uniform = np.full(len(spectrum), 1 / len(spectrum))
+    from scipy.stats import entropy
+
     return entropy(uniform, spectrum) if k > 0 else entropy(spectrum, uniform)
 
 

@@ -1,6 +1,7 @@
 import importlib.util
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,15 +116,37 @@ def test_help_shows_every_default(capsys):
     assert "(default: %(default)s)" not in out
 
 
+def test_help_states_each_default_once(capsys):
+    # a help that says its default in words got "(default: None)" appended as well
+    from evaluation import index as image_index
+
+    helps = [help_text(parameters.parse, [], capsys)] + [help_text(command, [], capsys) for command in commands()]
+    helps += [help_text(image_index.main, [name], capsys) for name in ("build", "search")]
+    for text in helps:
+        joined = " ".join(text.split())
+        assert re.findall(r"default[^()]*\)[^()]{0,3}\(default: [^)]*\)", joined) == [], text[:80]
+    assert "(default: 0.0)" in " ".join(help_text(parameters.parse, [], capsys).split())
+
+
+def test_main_help_imports_no_heavy_library():
+    # torchvision (which imports torchvision.ops and torch._dynamo), scikit-learn and scipy.stats took
+    # seconds of every --help; they are imported where they are used
+    probe = ("import runpy, sys\nsys.argv = ['main.py', '--help']\ntry:\n    runpy.run_path('main.py', "
+             "run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print(' '.join(sorted(name for name in sys.modules if name.startswith(('torchvision', 'torch._dynamo', "
+             "'sklearn', 'scipy.stats', 'timm', 'pandas', 'matplotlib')))), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and "usage: python main.py" in result.stdout, result.stderr
+    assert result.stderr.strip() == ""
+
+
 def test_storage_metric_is_always_evaluated():
     settings = parameters.parse(["--evaluation_metrics", "nmi", "--storage_metrics", "e_recall@1"])
     assert settings.evaluation.evaluation_metrics == ("nmi", "e_recall@1")
 
 
-def command_flags(capsys):
-    """Every option of the commands the README documents (and of torchrun), read from their --help."""
-    from torch.distributed.run import get_args_parser as torchrun_parser
-
+def commands():
+    """The main() of every command the README documents."""
     import Test_pretrained_models
     from benchmarks import criterion, diffusion, evaluation, train_step
     from datasets import prepare, verify
@@ -131,14 +154,25 @@ def command_flags(capsys):
     from evaluation import index as image_index
     from studies import compare, summarize, tune, unseen_classes
 
+    return (Test_pretrained_models.main, reports.main, export.main, classify.main, criterion.main,
+            diffusion.main, evaluation.main, train_step.main, summarize.main, verify.main, prepare.main,
+            image_index.main, screenshot.main, explain.main, unseen_classes.main, tune.main, compare.main)
+
+
+def help_text(command, argv, capsys):
+    with pytest.raises(SystemExit):
+        command([*argv, "--help"])
+    return capsys.readouterr().out
+
+
+def command_flags(capsys):
+    """Every option of the commands the README documents (and of torchrun), read from their --help."""
+    from torch.distributed.run import get_args_parser as torchrun_parser
+
     flags = {option for parser in (parameters.build_parser(), torchrun_parser())
              for action in parser._actions for option in action.option_strings}
-    for command in (Test_pretrained_models.main, reports.main, export.main, classify.main, criterion.main,
-                    diffusion.main, evaluation.main, train_step.main, summarize.main, verify.main, prepare.main,
-                    image_index.main, screenshot.main, explain.main, unseen_classes.main, tune.main, compare.main):
-        with pytest.raises(SystemExit):
-            command(["--help"])
-        flags |= set(re.findall(r"--[A-Za-z]\w*", capsys.readouterr().out))
+    for command in commands():
+        flags |= set(re.findall(r"--[A-Za-z]\w*", help_text(command, [], capsys)))
     sample_runs = subprocess.run(["bash", "Sample_Runs/SampleRuns.sh", "--help"], cwd=Path(__file__).parent.parent,
                                  capture_output=True, text=True, check=True)
     return flags | set(re.findall(r"--[A-Za-z]\w*", sample_runs.stdout))
@@ -166,6 +200,30 @@ def test_every_flag_command_and_link_of_the_documentation_exists(page, capsys):
     for link in re.findall(r"\]\(([^)#]+)\)", text):
         if not link.startswith("http"):
             assert (page.parent / link).exists(), link
+
+
+# a path of this repository as files cite it: a folder of the repository, then the file
+CITED_PATH = re.compile(r"(?<![\w./-])((?:tests|docs|benchmarks|criteria|diffusion|evaluation|datasets|datasampler|"
+                        r"architectures|Sample_Runs|training|studies)/[\w./-]*\w\.(?:py|sh|md|yaml|yml|txt|json))\b")
+
+
+def test_every_path_a_tracked_file_cites_exists():
+    # requirements.txt cited a test file after it had moved; the pages' own test did not read it
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    names = [name for name in listed.stdout.splitlines()
+             if name.endswith((".md", ".txt", ".py", ".yaml", ".yml", ".sh")) or Path(name).name == "Makefile"]
+    missing = []
+    for name in names:
+        path = REPO_ROOT / name
+        if not path.is_file():
+            continue  # deleted in this working tree, not yet in git
+        for cited in CITED_PATH.findall(path.read_text(errors="replace")):
+            # from the repository's root, or from the citing file's folder (a config's include)
+            if not ((REPO_ROOT / cited).exists() or (path.parent / cited).exists()):
+                missing.append(f"{name} cites {cited}")
+    assert missing == []
 
 
 def test_the_readme_stays_a_front_page():
