@@ -27,6 +27,7 @@ import sys
 
 import numpy as np
 
+import datasampler
 import datasets
 import distributed
 import evaluation
@@ -36,6 +37,8 @@ from evaluation import evaluator, networks
 from training.folder import RunFolder
 from training.run import run
 
+# the words of the samplers' messages, by the flags they stand for
+SAMPLER_SETTINGS = {"batch_size": "bs", "samples_per_class": "samples_per_class", "sampler": "data_sampler"}
 PER_CLASS_TABLE = "per_class_precision_at_1.csv"
 SUMMARY_TABLE = "summary.csv"
 
@@ -105,7 +108,14 @@ def trainings(settings):
         try:
             runs[name] = settings.replace(data={"use_tv_split": True, "tv_split_by_samples": True,
                                                 "holdout_classes": holdout})
-            datasets.load(runs[name].data, workers=settings.training.kernels, **settings.model.preprocessing())
+            splits = datasets.load(runs[name].data, workers=settings.training.kernels,
+                                   **settings.model.preprocessing())
+            try:  # the batches its training classes allow, as training.run draws them
+                datasampler.batches(runs[name].batches, splits["train"].labels, settings.training.seed)
+            except SettingError:
+                raise
+            except UserError as error:
+                raise SettingError(str(error), SAMPLER_SETTINGS) from None
         except UserError as error:
             message = parameters.flags_named(error) if isinstance(error, SettingError) else str(error)
             raise UserError(f"the {name} training of the protocol cannot run: {message}") from None

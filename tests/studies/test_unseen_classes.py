@@ -120,6 +120,10 @@ def test_tables_go_to_wandb_when_online(monkeypatch, tmp_path):
     (["--holdout_classes", "1", "--resume"], "drop --resume"),
     # every training is checked before the first starts: here the second has no training class left
     (["--holdout_classes", "5"], "the without_last_5 training of the protocol cannot run"),
+    # the batches too: 2 classes left where a batch of 30 with 10 a class needs 3 distinct ones
+    (["--holdout_classes", "3", "--data_sampler", "m_per_class"],
+     "the without_last_3 training of the protocol cannot run: --data_sampler m_per_class with a batch of 30 and 10 "
+     "samples per class needs 3 classes but the training split has only 2; lower --bs"),
 ])
 def test_protocol_mistakes_are_one_line_errors(argv, fragment, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
