@@ -24,7 +24,7 @@ import distributed
 import parameters
 from errors import CommandParser, SettingError, UserError, run_command
 from evaluation import evaluator, networks
-from evaluation.protocols import PROTOCOLS
+from evaluation.protocols import PROTOCOLS, unsuited
 
 PUBLISHED_EMBED_DIMS = (128, 512)
 # The paper's 512-d OBD-SD runs pool with average + max (the `_double` arch of the released runs).
@@ -88,9 +88,15 @@ def run(opt):
         raise UserError("--OBDP diffuses the target of --PSD; add --PSD")
     facts = datasets.facts(opt.dataset)
     try:
+        protocol = opt.evaluation_protocol or facts.default_protocol
+        # before the data and the checkpoint are read: a protocol that ranks no test split of the dataset
+        problem = unsuited(protocol, opt.dataset, facts.splits,
+                           {name: datasets.facts(name).splits for name in datasets.names()})
+        if problem:
+            raise SettingError(problem, ["evaluation_protocol", "dataset"])
         settings = evaluator.EvaluationSettings(
             evaluation_metrics=opt.evaluation_metrics or list(dict.fromkeys([*facts.metrics, "mAP@R"])),
-            storage_metrics=(), evaluation_protocol=opt.evaluation_protocol or facts.default_protocol)
+            storage_metrics=(), evaluation_protocol=protocol)
         data = datasets.DataSettings(opt.dataset, opt.source, **parameters.dataset_lists(opt))
     except SettingError as error:
         raise UserError(parameters.flags_named(error)) from None
