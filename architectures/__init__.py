@@ -57,8 +57,9 @@ class ModelSettings:
             raise SettingError(*problems[0])
 
     def preprocessing(self) -> dict:
-        """The input the backbone expects, as keyword arguments of datasets.load (see `preprocessing`)."""
-        return preprocessing(self.arch, self.image_size)
+        """The input the backbone expects, as keyword arguments of datasets.load (see `preprocessing`),
+        with the image size asked for, which a dataset that fixes its own crop (digits) takes too."""
+        return {**preprocessing(self.arch, self.image_size), "image_size": self.image_size}
 
 
 def build(settings: ModelSettings) -> "EmbeddingNetwork":

@@ -124,14 +124,15 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
            tv_split_perc: float = 0.8, tv_split_by_samples: bool = False, on_bad_image: str = "fail",
            workers: int = 0, channel_order: str = "RGB", input_range: float = 1.0, interpolation: str = "bilinear",
            holdout_classes: int = 0, folds: int = 0, fold: int = 0,
-           lists: dict | None = None) -> dict[str, ImageDataset]:
+           lists: dict | None = None, image_size: int | None = None) -> dict[str, ImageDataset]:
     """{"train", "val" (with use_tv_split, or fold `fold` of `folds` class-disjoint folds of the
     training classes), "test"} or, for a dataset evaluated query against
     gallery, {"train", "val", "query", "gallery"}: train with `augmentation`, the others with the
     evaluation resize + centre crop. `source` is the dataset folder or its parent.
     `lists` ({"train_list", "test_list", "val_list"}) names the list files of the `list` dataset.
     `holdout_classes` N leaves the last N classes out of "train" (after the validation split, which
-    keeps them).
+    keeps them). `image_size` (--image_size), when given, is the crop also where the dataset fixes
+    its own (digits), the resize keeping the dataset's crop fraction.
 
     Every image is decoded up front (in `workers` processes; a file unchanged since it was last
     decoded is not decoded again, see image_dataset.readable_images). on_bad_image "fail" stops at
@@ -145,6 +146,9 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
                                           channel_order=channel_order, input_range=input_range,
                                           interpolation=interpolation),
                             **loader.preprocessing)
+    if image_size and "crop_size" in loader.preprocessing:
+        preprocessing = replace(preprocessing, crop_size=image_size,
+                                resize_size=image_size * preprocessing.resize_size // preprocessing.crop_size)
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise UserError(f"unknown --on_bad_image {on_bad_image!r}; choose one of {', '.join(BAD_IMAGE_POLICIES)}")
     loaded = loader.load(source, **{key: value for key, value in (lists or {}).items() if value})

@@ -21,7 +21,8 @@ def find_root(source: str | None, dataset: str, folder_names: tuple[str, ...] = 
         if os.path.exists(os.path.join(root, marker)):
             return root
     tried = ", ".join(os.path.join(root, marker) for root in candidates)
-    raise UserError(f"no {marker} folder for {dataset} (tried {tried}); point --source at a folder "
+    kind = "file" if os.path.splitext(marker)[1] else "folder"  # Eval/list_eval_partition.txt is a file
+    raise UserError(f"no {marker} {kind} for {dataset} (tried {tried}); point --source at a folder "
                     f"laid out as {layout}")
 
 
