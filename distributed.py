@@ -82,6 +82,9 @@ def environment(threads):
     the device. Two runs agree bit for bit only where these agree too."""
     record = {"torch": str(torch.__version__), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "threads": threads}
+    # the variables that change which CPU kernels run (get_cpu_capability does not see oneDNN's limit)
+    record |= {name: os.environ[name] for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+               if os.environ.get(name)}
     if torch.cuda.is_available():
         record |= {"cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name()}
     return record
