@@ -1,5 +1,10 @@
 """main.py run from a test as `python main.py ARGS` runs it, but in the test's process (runpy), so
-that a run costs no new interpreter and can be monkeypatched. Nothing imports main.py."""
+that a run costs no new interpreter and can be monkeypatched. Nothing imports main.py.
+
+For the tests that start processes: their environment (one CPU thread each: tests run beside other
+work on shared cores, where two threads on two busy cores run many times slower than one), and
+PATIENCE, the limit of every wait, which only a hung process reaches (tests wait on conditions,
+never on how long something took on an idle machine)."""
 import os
 import runpy
 import sys
@@ -18,3 +23,11 @@ def run_main(argv):
     finally:
         sys.argv = saved
     return 0
+
+
+PATIENCE = 3600  # seconds
+
+
+def environment(**extra):
+    """os.environ for a test's subprocess: one CPU thread (OMP_NUM_THREADS=1), and `extra`."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 import architectures
 import distributed
 import parameters
+from tests import program
 from tests.test_main import DIGITS, REPO, read_csv
 from training.run import build_criterion
 from training.step import TrainingStep
@@ -118,8 +119,8 @@ def test_torchrun_trains_a_digits_epoch_with_two_processes(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                str(free_port()), "main.py", *DIGITS, "--bs", "40", "--n_epochs", "1", "--PSD", "--OBDP", "--no_reports",
                "--save_path", str(tmp_path), "--savename", "ddp"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=program.PATIENCE,
+                            env=program.environment())
     assert result.returncode == 0, result.stderr[-3000:]
     assert os.listdir(tmp_path) == ["ddp"]
     assert result.stdout.count("run saved in") == 1 and "2 processes, 20 images each a step" in result.stdout

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import architectures
+from tests import program
 from tests.images import write_class_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,7 +19,7 @@ DIGITS = ["--dataset", "digits", "--arch", "resnet18_frozen_normalize", "--not_p
 
 def run_main(argv, **env):
     return subprocess.run([sys.executable, "main.py", *argv], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=600)
+                          env=program.environment(**env), timeout=program.PATIENCE)
 
 
 def read_csv(path):

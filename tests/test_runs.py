@@ -29,7 +29,8 @@ def _ctrl_c_as_in_a_terminal():
 
 def start(argv):
     return subprocess.Popen([sys.executable, "main.py", *argv], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal,
+                            env=program.environment())
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ VIT_RECIPE = ["--arch", "timm:vit_tiny_patch16_224_normalize", "--image_size", "
 def test_runs_killed_at_random_moments_resume_to_the_same_metrics(tmp_path, flags, kills):
     began = time.time()
     reference = start(DIGITS + flags + ["--save_path", str(tmp_path), "--savename", "reference"])
-    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+    assert reference.wait(timeout=program.PATIENCE) == 0, reference.stderr.read()
     duration = time.time() - began
     expected = (tmp_path / "reference" / "metrics.csv").read_text()
     moments = random.Random(0).sample(range(15, 95), kills)
@@ -61,7 +62,7 @@ def test_runs_killed_at_random_moments_resume_to_the_same_metrics(tmp_path, flag
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         resumed = start(argv)
-        assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+        assert resumed.wait(timeout=program.PATIENCE) == 0, resumed.stderr.read()
         run = tmp_path / f"killed_{moment}"
         assert (run / "metrics.csv").read_text() == expected, f"killed at {moment}% of the run"
         assert not list(run.glob("*.tmp")) or (run / "checkpoint_last.pth").exists()
@@ -231,8 +232,8 @@ def test_a_second_process_on_a_run_folder_stops_naming_the_first(cub, tmp_path, 
     # another process holds the run: flock is per open file, so a child process stands in for it
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
                                "from training.folder import RunLock; lock = RunLock(sys.argv[2]); "
-                               "print('locked', flush=True); time.sleep(60)",
-                               REPO, str(folder)], stdout=subprocess.PIPE, text=True)
+                               "print('locked', flush=True); sys.stdin.read()",
+                               REPO, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*")
@@ -322,11 +323,12 @@ def test_sigterm_and_ctrl_c_say_how_to_continue(tmp_path, signal_number, status)
     argv = DIGITS[:-1] + ["20", "--save_path", str(tmp_path), "--savename", "run", "--no_reports"]
     process = start(argv)
     metrics = tmp_path / "run" / "metrics.csv"
-    deadline = time.time() + 300
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
-        time.sleep(0.2)  # until epoch 1 is logged
+    deadline = time.monotonic() + program.PATIENCE
+    while not metrics.exists() or len(metrics.read_text().splitlines()) < 3:  # until epoch 1 is logged
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.poll() else ""
+        time.sleep(0.2)
     process.send_signal(signal_number)
-    stderr = process.communicate(timeout=120)[1]
+    stderr = process.communicate(timeout=program.PATIENCE)[1]
     assert process.returncode == status, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
@@ -335,7 +337,8 @@ def test_sigterm_and_ctrl_c_say_how_to_continue(tmp_path, signal_number, status)
     assert command == f"python main.py --config {tmp_path / 'run' / 'config.json'} --resume {tmp_path / 'run'}"
     if signal_number == signal.SIGTERM:  # the command continues the run (to 3 epochs, to keep the test short)
         resumed = subprocess.run([sys.executable, *command.split()[1:], "--n_epochs", "3", "--resume_force"],
-                                 cwd=REPO, capture_output=True, text=True, timeout=300)
+                                 cwd=REPO, capture_output=True, text=True, timeout=program.PATIENCE,
+                                 env=program.environment())
         assert resumed.returncode == 0, resumed.stderr
         assert "resuming" in resumed.stdout and (tmp_path / "run" / "summary.json").exists()
 

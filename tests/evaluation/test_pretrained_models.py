@@ -15,6 +15,7 @@ import datasets
 import Test_pretrained_models
 from datasets.image_dataset import load_rgb
 from datasets.transforms import Preprocessing
+from tests import program
 from tests.images import write_class_tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,7 +48,8 @@ def test_paper_checkpoint_gives_the_recall_of_embeddings_computed_directly(cub_t
     result = subprocess.run([sys.executable, "Test_pretrained_models.py", "--dataset", "cub200", "--source",
                              str(cub_tree), "--checkpoint", str(path), "--arch", "resnet50_frozen_normalize",
                              "--embed_dim", "128", "--kernels", "0", "--save_embeddings", str(tmp_path / "e.npy")],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+                            cwd=REPO, capture_output=True, text=True, timeout=program.PATIENCE,
+                            env=program.environment())
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "net_test.json").read_text())
     assert report["format"] == "paper" and report["images"] == 9

@@ -124,14 +124,14 @@ def test_a_study_name_reused_for_another_search_is_refused(tmp_path, capsys):
 def worker(path, url, folder, *extra):
     return subprocess.Popen([sys.executable, "-m", "studies.tune", path, "--study", str(folder), "--storage", url,
                              "--study_name", "shared", "--no_final", *extra], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stderr=subprocess.STDOUT, text=True, env=program.environment())
 
 
 @pytest.mark.slow
 def test_two_workers_on_postgresql_share_one_study(tmp_path, postgres_url):  # noqa: F811
     path = study_file(tmp_path / "files", run={**RUN, "use_tv_split": True, "tv_split_by_samples": True}, trials=4)
     workers = [worker(path, postgres_url, tmp_path / f"machine_{index}") for index in range(2)]
-    outputs = [process.communicate(timeout=900)[0] for process in workers]
+    outputs = [process.communicate(timeout=program.PATIENCE)[0] for process in workers]
     assert [process.returncode for process in workers] == [0, 0], outputs
     trials = trials_of(postgres_url, "shared")
     finished = [trial for trial in trials if trial.state.name in ("COMPLETE", "PRUNED")]
@@ -150,11 +150,11 @@ def test_a_killed_workers_trial_is_failed_and_run_again(tmp_path, postgres_url):
     name = "killed"
     victim = subprocess.Popen([sys.executable, "-m", "studies.tune", path, "--study", str(tmp_path / "a"), "--storage",
                                postgres_url, "--study_name", name, "--no_final", "--heartbeat", "1"], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=program.environment())
     started = tmp_path / "a" / "trials" / "trial_0000" / "metrics.csv"
-    deadline = time.time() + 600
+    deadline = time.monotonic() + program.PATIENCE
     while not started.exists():  # the first trial has evaluated its epoch 0: it is training
-        assert victim.poll() is None and time.time() < deadline
+        assert victim.poll() is None and time.monotonic() < deadline
         time.sleep(0.5)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
@@ -162,7 +162,7 @@ def test_a_killed_workers_trial_is_failed_and_run_again(tmp_path, postgres_url):
     # The command again (here, or on another machine) fails the dead trial and runs it again.
     again = subprocess.run([sys.executable, "-m", "studies.tune", path, "--study", str(tmp_path / "b"), "--storage",
                             postgres_url, "--study_name", name, "--no_final", "--heartbeat", "1"], cwd=REPO,
-                           capture_output=True, text=True, timeout=900)
+                           capture_output=True, text=True, timeout=program.PATIENCE, env=program.environment())
     assert again.returncode == 0, again.stdout + again.stderr
     trials = trials_of(postgres_url, name)
     assert trials[0].state.name == "FAIL"
