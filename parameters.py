@@ -168,6 +168,11 @@ def build_parser():
                       help="miner of tuple losses (default: the criterion's own)")
     loss.add_argument("--distance", default=DEFAULTS["distance"], choices=sorted(criteria.distances.DISTANCES),
                       help="distance of the distance-based tuple losses (default: euclidean)")
+    loss.add_argument("--xbm_size", type=int, default=DEFAULTS["xbm_size"],
+                      help="cross-batch memory (XBM): compare each batch with the last N training images "
+                           "(pair and triplet losses; 0: the batch alone)")
+    loss.add_argument("--xbm_start", type=int, default=DEFAULTS["xbm_start"],
+                      help="steps of warm-up before the memory is used and filled")
     for name, criterion_class in sorted({**criteria.CRITERIA, **criteria.EXTERNAL}.items()):
         _add_hyperparameters(loss, f"loss_{name}", criterion_class.hyperparameters)
     for name, miner_class in sorted(criteria.MINERS.items()):

@@ -7,6 +7,7 @@ add one.
 import inspect
 from dataclasses import dataclass, field
 
+import diffusion
 from criteria import (  # noqa: F401  (the loss and miner modules fill the registries)
     angular,
     arcface,
@@ -30,8 +31,21 @@ from criteria import (  # noqa: F401  (the loss and miner modules fill the regis
     subcenter_arcface,
     triplet,
 )
-from criteria.base import CRITERIA, DEFAULT_CLASSES, DEFAULT_EMBED_DIM, MINERS, Criterion, Miner
-from criteria.self_distillation import Distillation, SelfDistilledCriterion, Teacher, distillation_loss
+from criteria.base import (
+    CRITERIA,
+    DEFAULT_CLASSES,
+    DEFAULT_EMBED_DIM,
+    MINERS,
+    Criterion,
+    Miner,
+)
+from criteria.memory import CrossBatchMemory
+from criteria.self_distillation import (
+    Distillation,
+    SelfDistilledCriterion,
+    Teacher,
+    distillation_loss,
+)
 from errors import SettingError, UserError
 
 # The paper's scripts name the self-distilled variant `<loss>_obd_sd`; the flags decide what it does.
@@ -39,7 +53,7 @@ PAPER_SUFFIX = "_obd_sd"
 # Criteria that are not registered names: pml:<LossClass> (its flags are --loss_pml_lr, --loss_pml_options).
 EXTERNAL = {"pml": pml.PMLCriterion}
 
-__all__ = ["CRITERIA", "MINERS", "EXTERNAL", "Criterion", "Distillation", "LossSettings", "Miner",
+__all__ = ["CRITERIA", "MINERS", "EXTERNAL", "CrossBatchMemory", "Criterion", "Distillation", "LossSettings", "Miner",
            "SelfDistilledCriterion", "Teacher", "distillation_loss", "OptionError", "names", "base_name",
            "criterion_class", "select", "check_miner", "check_distance"]
 
@@ -103,7 +117,9 @@ class LossSettings:
     """The training loss: its name (a registered one or pml:<LossClass>; <name>_obd_sd, the released
     scripts' name, is read as <name>), its
     miner (`batch_mining`) and `distance` (None: the loss's own), and its and its miner's
-    hyperparameters (their constructor defaults where not given). Resolved at construction: the
+    hyperparameters (their constructor defaults where not given); `xbm_size` > 0 compares the batch
+    with a cross-batch memory of that many images after `xbm_start` steps (criteria/memory.py).
+    Resolved at construction: the
     miner and distance in use are named, every hyperparameter is filled in and typed as its
     default, so equal settings compare equal; an option the loss cannot take is an OptionError."""
     loss: str = "multisimilarity"
@@ -111,9 +127,18 @@ class LossSettings:
     distance: str | None = None
     hyperparameters: dict = field(default_factory=dict)
     miner_hyperparameters: dict = field(default_factory=dict)
+    xbm_size: int = 0
+    xbm_start: int = 0
 
     def __post_init__(self):
         cls = criterion_class(self.loss)
+        if self.xbm_size < 0 or self.xbm_start < 0:
+            raise SettingError(f"xbm_size and xbm_start must be 0 or more, got {self.xbm_size} and {self.xbm_start}",
+                               ["xbm_size", "xbm_start"])
+        if self.xbm_size and not getattr(cls, "takes_references", False):
+            takes = sorted(name for name, entry in CRITERIA.items() if entry.takes_references)
+            raise SettingError(f"xbm_size: {base_name(self.loss)} compares no pairs of images, so a cross-batch memory "
+                               f"has nothing to serve; use one of {', '.join(takes)}, or drop xbm_size", ["xbm_size"])
         object.__setattr__(self, "loss", base_name(self.loss))  # <name>_obd_sd is the same loss
         for name, check in (("batch_mining", check_miner), ("distance", check_distance)):
             try:
@@ -144,10 +169,12 @@ def _typed(default, value):
 
 
 def select(settings: LossSettings = LossSettings(), n_classes=DEFAULT_CLASSES, embed_dim=DEFAULT_EMBED_DIM,
-           distillation: Distillation | None = None, n_epochs=150):
+           distillation: Distillation | None = None, n_epochs=150, n_images=None):
     """The loss `settings` describe, with the number of classes and embedding size its class
     parameters need, wrapped in self-distillation when `distillation` (with PSD) is given;
-    `n_epochs` sets the pace of its progressive weight."""
+    `n_epochs` sets the pace of its progressive weight; `n_images`, the training split's size,
+    bounds a cross-batch memory."""
+    memory = _memory(settings, embed_dim, distillation, n_images)
     cls = criterion_class(settings.loss)
     kwargs = dict(settings.hyperparameters)
     accepted = inspect.signature(cls).parameters
@@ -160,4 +187,21 @@ def select(settings: LossSettings = LossSettings(), n_classes=DEFAULT_CLASSES, e
     for name, value in (("n_classes", n_classes), ("embed_dim", embed_dim)):
         if name in accepted:
             kwargs[name] = value
-    return SelfDistilledCriterion(cls(**kwargs), distillation, n_epochs)
+    return SelfDistilledCriterion(cls(**kwargs), distillation, n_epochs, memory)
+
+
+def _memory(settings, embed_dim, distillation, n_images):
+    if not settings.xbm_size:
+        return None
+    if n_images is not None and settings.xbm_size > n_images:
+        raise SettingError(f"xbm_size {settings.xbm_size} is larger than the training split ({n_images} images): "
+                           f"the memory would hold copies of one image; use at most {n_images}", ["xbm_size"])
+    diffused = distillation is not None and distillation.PSD and distillation.OBDP
+    graph = distillation.diffusion if diffused else None
+    if diffused and (graph.k is None or not diffusion.SOLVERS.get(graph.solver).iterative):
+        raise SettingError("OBDP over a cross-batch memory needs a kNN graph and an iterative solver (a dense graph "
+                           "of M entries costs M^2): add diffusion_k 10 and diffusion_solver iterative",
+                           ["diffusion_k", "diffusion_solver"])
+    return CrossBatchMemory(settings.xbm_size, embed_dim, settings.xbm_start, teacher=diffused,
+                            k=distillation.diffusion.k if diffused else None)
+

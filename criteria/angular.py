@@ -3,7 +3,7 @@ import math
 from torch.nn import functional as F
 
 from criteria.base import CRITERIA, Criterion
-from criteria.common import log1p_sum_exp
+from criteria.common import log1p_sum_exp, reference_embeddings
 from criteria.npair import npair_logits
 
 
@@ -17,6 +17,7 @@ class Angular(Criterion):
     * mean l_ang + npair_l2 * mean embedding norm. alpha is in degrees.
     """
     mines = "pairs"
+    takes_references = True
 
     def __init__(self, miner=None, alpha=45.0, npair_ang_weight=2.0, npair_l2=0.005):
         super().__init__()
@@ -25,16 +26,17 @@ class Angular(Criterion):
         self.npair_ang_weight = npair_ang_weight
         self.npair_l2 = npair_l2
 
-    def forward(self, batch, labels):
-        anchors, positives, negative_mask = self.miner(batch, labels)
+    def forward(self, batch, labels, references=None):
+        anchors, positives, negative_mask = self.miner(batch, labels, references)
+        refs = reference_embeddings(batch, references)
         if len(anchors) == 0:
             return batch.sum() * 0
-        normalized = F.normalize(batch, dim=1)
-        anchor_directions, positive_directions = normalized[anchors], normalized[positives]
+        normalized = F.normalize(refs, dim=1)
+        anchor_directions, positive_directions = F.normalize(batch[anchors], dim=1), normalized[positives]
         angular_logits = (4 * self.tan_squared * (anchor_directions + positive_directions) @ normalized.T
                           - 2 * (1 + self.tan_squared)
                           * (anchor_directions * positive_directions).sum(dim=1, keepdim=True))
         angular = log1p_sum_exp(angular_logits, negative_mask).mean()
-        npair = log1p_sum_exp(npair_logits(batch[anchors], batch[positives], batch).clamp(-50, 50),
+        npair = log1p_sum_exp(npair_logits(batch[anchors], refs[positives], refs).clamp(-50, 50),
                               negative_mask).mean()
         return npair + self.npair_ang_weight * angular + self.npair_l2 * batch.norm(dim=1).mean()

@@ -1,6 +1,8 @@
 """The contracts of a loss and of a batch miner, and the tables of both by name.
 
-A loss is a `Criterion`: forward(batch, labels) -> a scalar. The keyword defaults of its
+A loss is a `Criterion`: forward(batch, labels) -> a scalar; a pair or triplet loss that sets
+`takes_references` also takes forward(batch, labels, references) and compares the batch's anchors
+with those references (a cross-batch memory) instead of with the batch. The keyword defaults of its
 constructor are its hyperparameters, with the values of its paper (or of Revisiting-DML where
 that is the reference); parameters.py turns each into a `--loss_<name>_<param>` flag, so every
 default lives in one place, and `Loss()` builds the loss as a plain library call. Four
@@ -9,7 +11,8 @@ loss over mined tuples, which says the kind it needs in `mines`), `distance`, `n
 `embed_dim`. Learnt class parameters (proxies, centres, margins) train at the loss's own `lr`,
 without weight decay (`optim_groups`).
 
-A batch miner is a `Miner`: miner(batch, labels) -> tuples of the kind it declares in `returns`.
+A batch miner is a `Miner`: miner(batch, labels, references=None) -> tuples of the kind it declares
+in `returns`, their positives and negatives indexing the references (by default the batch).
 """
 import torch
 from torch import nn
@@ -41,13 +44,16 @@ class Miner:
         assert cls.returns in TUPLE_KINDS, cls
         cls.hyperparameters = keyword_defaults(cls, SUPPLIED)
 
-    def __call__(self, batch, labels):
+    def __call__(self, batch, labels, references=None):
         raise NotImplementedError
 
 
 class Criterion(nn.Module):
     """A loss: forward(batch, labels) -> scalar. See the module's docstring for the contract."""
     mines = None  # the kind of tuples (a Miner's `returns`) the loss is computed on; None: it mines its own
+    # forward(batch, labels, references) compares the anchors with references (criteria.common.References):
+    # a cross-batch memory can serve it (criteria/memory.py).
+    takes_references = False
     lr = None  # learning rate of its learnt class parameters, if it has any
     hyperparameters = {}  # filled from the constructor's defaults
 

@@ -1,18 +1,39 @@
-"""Label masks and reductions shared by the pair-based losses."""
+"""Label masks and reductions shared by the pair-based losses, and the references a batch is
+compared with (the batch itself, or a cross-batch memory)."""
+from typing import NamedTuple
+
 import torch
 
 
-def pair_masks(labels):
-    """(positives, negatives), B x B: same label without the diagonal, and different label."""
-    same_label = labels[:, None] == labels[None, :]
-    positives = same_label & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    return positives, ~same_label
+class References(NamedTuple):
+    """What the anchors of a batch (B rows) are compared with: R embeddings without gradient, their
+    labels, and which of them are an anchor's own image (B x R), never a pair."""
+    embeddings: torch.Tensor
+    labels: torch.Tensor
+    same_image: torch.Tensor
 
 
-def anchors_with_pairs(labels):
+def reference_embeddings(batch, references=None):
+    """The embeddings the anchors are compared with: the batch itself when there are no references."""
+    return batch if references is None else references.embeddings
+
+
+def pair_masks(labels, references=None):
+    """(positives, negatives), B x R: same label but not the anchor's own image, and different label.
+    Without references R = B and the own image is the diagonal (a batch that drew one image twice
+    keeps the two copies as a positive pair, as the released code does)."""
+    if references is None:
+        same_label = labels[:, None] == labels[None, :]
+        positives = same_label & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        return positives, ~same_label
+    same_label = labels[:, None] == references.labels[None, :]
+    return same_label & ~references.same_image, ~same_label
+
+
+def anchors_with_pairs(labels, references=None):
     """(anchors, positives, negatives): the indices of the rows with at least one positive and
     one negative, and the pair masks of every row."""
-    positives, negatives = pair_masks(labels)
+    positives, negatives = pair_masks(labels, references)
     anchors = torch.nonzero(positives.any(dim=1) & negatives.any(dim=1)).squeeze(1)
     return anchors, positives, negatives
 

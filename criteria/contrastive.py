@@ -1,7 +1,7 @@
 from torch.nn import functional as F
 
 from criteria.base import CRITERIA, Criterion
-from criteria.common import mean_or_zero
+from criteria.common import mean_or_zero, reference_embeddings
 
 
 @CRITERIA.register("contrastive")
@@ -10,6 +10,7 @@ class Contrastive(Criterion):
     and (a, n) of mined triplets, mean relu(d_ap - pos_margin) + mean relu(neg_margin - d_an).
     """
     mines = "triplets"
+    takes_references = True
 
     def __init__(self, miner=None, distance=None, pos_margin=0.0, neg_margin=1.0):
         super().__init__()
@@ -18,9 +19,10 @@ class Contrastive(Criterion):
         self.pos_margin = pos_margin
         self.neg_margin = neg_margin
 
-    def forward(self, batch, labels):
-        anchors, positives, negatives = self.miner(batch, labels)
+    def forward(self, batch, labels, references=None):
+        anchors, positives, negatives = self.miner(batch, labels, references)
+        refs = reference_embeddings(batch, references)
         anchor_embeddings = batch[anchors]
-        d_ap = self.distance(anchor_embeddings, batch[positives])
-        d_an = self.distance(anchor_embeddings, batch[negatives])
+        d_ap = self.distance(anchor_embeddings, refs[positives])
+        d_an = self.distance(anchor_embeddings, refs[negatives])
         return mean_or_zero(F.relu(d_ap - self.pos_margin)) + mean_or_zero(F.relu(self.neg_margin - d_an))

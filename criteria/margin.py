@@ -3,6 +3,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from criteria.base import CRITERIA, DEFAULT_CLASSES, Criterion
+from criteria.common import reference_embeddings
 
 
 @CRITERIA.register("margin")
@@ -15,6 +16,7 @@ class Margin(Criterion):
         (sum of the terms + nu * sum of the betas used) / (number of non-zero terms).
     """
     mines = "triplets"
+    takes_references = True
 
     def __init__(self, miner=None, distance=None, n_classes=DEFAULT_CLASSES, margin=0.2, beta=1.2,
                  beta_lr=5e-4, nu=0.0, beta_constant=False):
@@ -30,11 +32,12 @@ class Margin(Criterion):
         else:
             self.beta = nn.Parameter(torch.full((n_classes,), float(beta)))
 
-    def forward(self, batch, labels):
-        anchors, positives, negatives = self.miner(batch, labels)
+    def forward(self, batch, labels, references=None):
+        anchors, positives, negatives = self.miner(batch, labels, references)
+        refs = reference_embeddings(batch, references)
         anchor_embeddings = batch[anchors]
-        d_ap = self.distance(anchor_embeddings, batch[positives])
-        d_an = self.distance(anchor_embeddings, batch[negatives])
+        d_ap = self.distance(anchor_embeddings, refs[positives])
+        d_an = self.distance(anchor_embeddings, refs[negatives])
         beta = self.beta if self.beta_constant else self.beta[labels[anchors]]
         pos_loss = F.relu(d_ap - beta + self.margin)
         neg_loss = F.relu(beta - d_an + self.margin)

@@ -3,14 +3,15 @@
 Each declares what it returns (criteria/base.py): "triplets" (anchors, positives, negatives),
 "pairs" (anchors, positives, negative mask) or "sets" (anchors, positive mask, negative mask).
 A loss can use every miner of the kind it `mines`; the first one defined here is its default.
-Only anchors with a positive and a negative in the batch are mined. Distances are euclidean,
+Only anchors with a positive and a negative in the batch are mined. With references (a
+cross-batch memory, criteria/memory.py) the positives and negatives are indices into them. Distances are euclidean,
 similarities cosine; mining sees no gradient.
 """
 import torch
 from torch.nn import functional as F
 
 from criteria.base import MINERS, Miner
-from criteria.common import anchors_with_pairs
+from criteria.common import anchors_with_pairs, reference_embeddings
 
 
 def _draw(weights):
@@ -34,10 +35,11 @@ class DistanceWeighted(Miner):
         self.lower_cutoff = lower_cutoff
 
     @torch.no_grad()
-    def __call__(self, batch, labels):
-        anchors, positives, negatives = anchors_with_pairs(labels)
+    def __call__(self, batch, labels, references=None):
+        anchors, positives, negatives = anchors_with_pairs(labels, references)
+        refs = reference_embeddings(batch, references)
         dim = batch.shape[1]
-        distances = torch.cdist(batch[anchors].float(), batch.float()).clamp_min(self.lower_cutoff)
+        distances = torch.cdist(batch[anchors].float(), refs.float()).clamp_min(self.lower_cutoff)
         log_inverse_density = ((2.0 - dim) * distances.log()
                                - (dim - 3) / 2 * (1 - 0.25 * distances.pow(2)).clamp_min(1e-8).log())
         log_inverse_density = log_inverse_density.masked_fill(~negatives[anchors], float("-inf"))
@@ -50,8 +52,8 @@ class RandomTriplets(Miner):
     """One random positive and one random negative per anchor."""
 
     @torch.no_grad()
-    def __call__(self, batch, labels):
-        anchors, positives, negatives = anchors_with_pairs(labels)
+    def __call__(self, batch, labels, references=None):
+        anchors, positives, negatives = anchors_with_pairs(labels, references)
         return anchors, _draw(positives[anchors]), _draw(negatives[anchors])
 
 
@@ -66,9 +68,10 @@ class SemiHard(Miner):
         self.margin = margin
 
     @torch.no_grad()
-    def __call__(self, batch, labels):
-        anchors, positives, negatives = anchors_with_pairs(labels)
-        distances = torch.cdist(batch[anchors], batch)
+    def __call__(self, batch, labels, references=None):
+        anchors, positives, negatives = anchors_with_pairs(labels, references)
+        refs = reference_embeddings(batch, references)
+        distances = torch.cdist(batch[anchors], refs)
         positive = _draw(positives[anchors])
         d_ap = distances.gather(1, positive[:, None])
         semihard = negatives[anchors] & (distances > d_ap) & (distances < d_ap + self.margin)
@@ -83,10 +86,11 @@ class SoftHard(Miner):
     """
 
     @torch.no_grad()
-    def __call__(self, batch, labels):
-        anchors, positives, negatives = anchors_with_pairs(labels)
+    def __call__(self, batch, labels, references=None):
+        anchors, positives, negatives = anchors_with_pairs(labels, references)
+        refs = reference_embeddings(batch, references)
         positives, negatives = positives[anchors], negatives[anchors]
-        distances = torch.cdist(batch[anchors], batch)
+        distances = torch.cdist(batch[anchors], refs)
         nearest_negative = distances.masked_fill(~negatives, float("inf")).amin(dim=1, keepdim=True)
         farthest_positive = distances.masked_fill(~positives, float("-inf")).amax(dim=1, keepdim=True)
         hard_positives = positives & (distances > nearest_negative)
@@ -103,10 +107,11 @@ class EasyPositiveSemiHardNegative(Miner):
     """
 
     @torch.no_grad()
-    def __call__(self, batch, labels):
-        anchors, positives, negatives = anchors_with_pairs(labels)
+    def __call__(self, batch, labels, references=None):
+        anchors, positives, negatives = anchors_with_pairs(labels, references)
+        refs = reference_embeddings(batch, references)
         normalized = F.normalize(batch[anchors], dim=1)
-        similarities = normalized @ F.normalize(batch, dim=1).T
+        similarities = normalized @ F.normalize(refs, dim=1).T
         positive_similarity, positive = similarities.masked_fill(~positives[anchors], float("-inf")).max(dim=1)
         semihard = negatives[anchors] & (similarities < positive_similarity[:, None])
         negative = similarities.masked_fill(~semihard, float("-inf")).argmax(dim=1)
@@ -122,8 +127,8 @@ class NPairs(Miner):
     returns = "pairs"
 
     @torch.no_grad()
-    def __call__(self, batch, labels):
-        anchors, positives, negatives = anchors_with_pairs(labels)
+    def __call__(self, batch, labels, references=None):
+        anchors, positives, negatives = anchors_with_pairs(labels, references)
         return anchors, _draw(positives[anchors]), negatives[anchors]
 
 
@@ -135,6 +140,6 @@ class LiftedStructure(Miner):
     returns = "sets"
 
     @torch.no_grad()
-    def __call__(self, batch, labels):
-        anchors, positives, negatives = anchors_with_pairs(labels)
+    def __call__(self, batch, labels, references=None):
+        anchors, positives, negatives = anchors_with_pairs(labels, references)
         return anchors, positives[anchors], negatives[anchors]

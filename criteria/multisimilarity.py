@@ -1,7 +1,7 @@
 import torch
 
 from criteria.base import CRITERIA, Criterion
-from criteria.common import log1p_sum_exp, pair_masks
+from criteria.common import log1p_sum_exp, pair_masks, reference_embeddings
 from diffusion import at_least_float32
 
 
@@ -14,6 +14,8 @@ class MultiSimilarity(Criterion):
     or negative are skipped and the loss is the mean over the rest.
     """
 
+    takes_references = True
+
     def __init__(self, pos_weight=2.0, neg_weight=40.0, margin=0.1, thresh=0.5):
         super().__init__()
         self.pos_weight = pos_weight
@@ -21,10 +23,10 @@ class MultiSimilarity(Criterion):
         self.margin = margin
         self.thresh = thresh
 
-    def forward(self, batch, labels):
+    def forward(self, batch, labels, references=None):
         batch = at_least_float32(batch)
-        similarities = batch @ batch.T
-        positives, negatives = pair_masks(labels)
+        similarities = batch @ reference_embeddings(batch, references).to(batch.dtype).T
+        positives, negatives = pair_masks(labels, references)
 
         mining = similarities.detach()
         hardest_positive = mining.masked_fill(~positives, float("inf")).amin(dim=1, keepdim=True)

@@ -43,13 +43,18 @@ class Distillation:
 class SelfDistilledCriterion(nn.Module):
     """L = L_dml + (epoch / n_epochs) * kd_lambda * kd_tau^2 * KL(target || p): the PSD loss of
     Zeng et al. 2024 with its progressive weight (docs/method.md). Without `distillation` (or with
-    its PSD off) it is the plain criterion."""
+    its PSD off) it is the plain criterion.
 
-    def __init__(self, base, distillation=None, n_epochs=150):
+    With a cross-batch `memory` (criteria.CrossBatchMemory) L_dml compares the batch with the
+    memory once it is in use, and with OBDP the target is diffused over the graph of the batch and
+    the memory's teacher part; the step passes each image's index (`images`) for it."""
+
+    def __init__(self, base, distillation=None, n_epochs=150, memory=None):
         super().__init__()
         self.base = base
         self.distillation = distillation if distillation is not None and distillation.PSD else None
         self.n_epochs = n_epochs
+        self.memory = memory
         self.last_terms = {}
 
     def distillation_weight(self, epoch):
@@ -62,15 +67,31 @@ class SelfDistilledCriterion(nn.Module):
         """Parameter groups of the base criterion (proxies, class margins) with their own lr."""
         return self.base.optim_groups() if hasattr(self.base, "optim_groups") else []
 
-    def forward(self, batch, labels, teacher_batch=None, epoch=0):
-        loss = self.base(batch, labels)
+    def teacher_refreshed(self):
+        """The teacher took the student's weights: the memory's teacher part belongs to the old one."""
+        if self.memory is not None:
+            self.memory.refresh_teacher()
+
+    def forward(self, batch, labels, teacher_batch=None, epoch=0, images=None):
+        slots = None
+        if self.memory is not None and self.memory.begin_step():
+            if images is None:
+                raise ValueError("a cross-batch memory needs the images' indices")
+            slots = self.memory.push(batch, labels, images, teacher_batch)
+            loss = self.base(batch, labels, self.memory.references(images))
+        else:
+            loss = self.base(batch, labels)
         self.last_terms = {"dml": loss.detach()}
         weight = self.distillation_weight(epoch)
         if weight > 0:
             if teacher_batch is None:
                 raise ValueError("self-distillation at this epoch needs teacher_batch")
-            kd = distillation_loss(batch, teacher_batch, self.distillation.kd_tau,
-                                   self.distillation.target_diffusion())
+            if slots is not None and self.memory.teacher:
+                kd = memory_distillation_loss(batch, self.memory, slots, self.distillation.kd_tau,
+                                              self.distillation.target_diffusion())
+            else:
+                kd = distillation_loss(batch, teacher_batch, self.distillation.kd_tau,
+                                       self.distillation.target_diffusion())
             self.last_terms["kd"] = kd.detach()
             loss = loss + weight * kd
         return loss
@@ -82,6 +103,20 @@ def distillation_loss(batch, teacher_batch, kd_tau, target_diffusion=None):
     student = diffusion.at_least_float32(batch)
     log_p = torch.log_softmax(student @ student.T / kd_tau, dim=1)
     target = diffusion.soft_targets(teacher_batch, kd_tau=kd_tau, diffusion=target_diffusion)
+    return F.kl_div(log_p, target, reduction="batchmean")
+
+
+def memory_distillation_loss(batch, memory, slots, kd_tau, target_diffusion):
+    """distillation_loss with the target diffused over the graph of the memory's teacher part, which
+    holds the batch at `slots` (criteria/memory.py)."""
+    student = diffusion.at_least_float32(batch)
+    log_p = torch.log_softmax(student @ student.T / kd_tau, dim=1)
+    nodes = memory.teacher_nodes()
+    position = torch.empty(memory.size, dtype=torch.long, device=nodes.device)
+    position[nodes] = torch.arange(len(nodes), device=nodes.device)
+    edges = memory.teacher_edges(target_diffusion.knn) if memory.k is not None else None
+    target = diffusion.memory_soft_targets(memory.teacher_embeddings[nodes], position[slots], kd_tau,
+                                           target_diffusion, edges)
     return F.kl_div(log_p, target, reduction="batchmean")
 
 

@@ -1,7 +1,7 @@
 from torch.nn import functional as F
 
 from criteria.base import CRITERIA, Criterion
-from criteria.common import mean_or_zero
+from criteria.common import mean_or_zero, reference_embeddings
 
 
 @CRITERIA.register("triplet")
@@ -10,6 +10,7 @@ class Triplet(Criterion):
     mined triplets (a, p, n) of relu(d(a, p)^2 - d(a, n)^2 + margin), on squared distances.
     """
     mines = "triplets"
+    takes_references = True
 
     def __init__(self, miner=None, distance=None, margin=0.2):
         super().__init__()
@@ -17,9 +18,10 @@ class Triplet(Criterion):
         self.distance = self.use_distance(distance)
         self.margin = margin
 
-    def forward(self, batch, labels):
-        anchors, positives, negatives = self.miner(batch, labels)
+    def forward(self, batch, labels, references=None):
+        anchors, positives, negatives = self.miner(batch, labels, references)
+        refs = reference_embeddings(batch, references)
         anchor_embeddings = batch[anchors]
-        d_ap = self.distance(anchor_embeddings, batch[positives], squared=True)
-        d_an = self.distance(anchor_embeddings, batch[negatives], squared=True)
+        d_ap = self.distance(anchor_embeddings, refs[positives], squared=True)
+        d_an = self.distance(anchor_embeddings, refs[negatives], squared=True)
         return mean_or_zero(F.relu(d_ap - d_an + self.margin))

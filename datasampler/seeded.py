@@ -27,10 +27,12 @@ class SeededBatches:
 
 class SeededSamples(Dataset):
     """Wraps a dataset: item (index, seed) is dataset[index] with torch's RNG seeded by `seed`
-    for the transforms, the caller's RNG state left untouched."""
+    for the transforms, the caller's RNG state left untouched; `with_index` appends the index (a
+    cross-batch memory tells an image's copies by it)."""
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, with_index=False):
         self.dataset = dataset
+        self.with_index = with_index
 
     def __len__(self):
         return len(self.dataset)
@@ -39,4 +41,5 @@ class SeededSamples(Dataset):
         index, seed = item
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.dataset[index]
+            item = self.dataset[index]
+        return (*item, index) if self.with_index else item

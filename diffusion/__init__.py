@@ -10,7 +10,8 @@ from diffusion.propagation import SOLVERS, Solver
 from diffusion.rerank import check as rerank_check
 from diffusion.rerank import rerank, rerank_settings
 from diffusion.settings import Settings, parameters
-from diffusion.soft_targets import at_least_float32, soft_targets
+from diffusion.soft_targets import at_least_float32, memory_soft_targets, soft_targets
 
 __all__ = ["GRAPHS", "KNN_MODES", "SOLVERS", "Graph", "GraphNormalisation", "Settings", "Solver", "affinity_graph",
-           "at_least_float32", "parameters", "rerank", "rerank_check", "rerank_settings", "soft_targets"]
+           "at_least_float32", "memory_soft_targets", "parameters", "rerank", "rerank_check", "rerank_settings",
+           "soft_targets"]

@@ -46,8 +46,13 @@ VIT_RECIPE = ["--arch", "timm:vit_tiny_patch16_224_normalize", "--image_size", "
               "--scheduler", "cosine", "--warmup_epochs", "0.5", "--layer_decay", "0.75", "--clip_grad", "3"]
 
 
+# a cross-batch memory that wraps around within an epoch, with OBDP over its graph in the second epoch
+MEMORY = ["--xbm_size", "200", "--xbm_start", "3", "--diffusion_k", "5", "--diffusion_solver", "iterative"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("flags, kills", [([], 3), (VIT_RECIPE, 1)], ids=["resnet18", "vit_tiny"])
+@pytest.mark.parametrize("flags, kills", [([], 3), (VIT_RECIPE, 1), (MEMORY, 1)],
+                         ids=["resnet18", "vit_tiny", "memory"])
 def test_runs_killed_at_random_moments_resume_to_the_same_metrics(tmp_path, flags, kills):
     began = time.time()
     reference = start(DIGITS + flags + ["--save_path", str(tmp_path), "--savename", "reference"])

@@ -134,7 +134,7 @@ class Run:
                 raise
             except UserError as error:
                 raise SettingError(str(error), ["init_from"]) from None
-        self.criterion = build_criterion(settings, splits["train"].n_classes).to(device)
+        self.criterion = build_criterion(settings, splits["train"].n_classes, len(splits["train"])).to(device)
         distributed.broadcast_parameters([model, self.criterion])
         if training.channels_last:
             self.model = model = model.to(memory_format=torch.channels_last)
@@ -152,7 +152,8 @@ class Run:
         self.schedule = optimisation.schedule(self.optimizer, settings.optimisation, len(sampler), training.n_epochs)
         # Loaders draw their worker seeds from their own generators, not from the training RNG.
         self.train_loader = torch.utils.data.DataLoader(
-            SeededSamples(splits["train"]), batch_sampler=sampler, generator=torch.Generator(),
+            SeededSamples(splits["train"], with_index=self.criterion.memory is not None), batch_sampler=sampler,
+            generator=torch.Generator(),
             num_workers=training.kernels, pin_memory=device.type == "cuda", persistent_workers=training.kernels > 0)
         self.teacher = criteria.Teacher(model) if self.criterion.distillation else None
         self.evaluate = evaluation.evaluator.setup(
@@ -273,6 +274,7 @@ class Run:
         self.schedule.after_epoch()
         if self.teacher is not None:
             self.teacher.refresh(self.model)
+            self.criterion.teacher_refreshed()
         training_row = {"epoch": epoch + 1, **losses, "lr": self.settings.optimisation.lr * self.schedule.factor(),
                         "seconds": round(time.time() - self.started, 1)}
         self.folder.append("training.csv", training_row)
@@ -346,7 +348,9 @@ class Run:
         return result
 
 
-def build_criterion(settings: RunSettings, n_classes: int):
-    """The loss of the settings, for a training split of n_classes classes, with its self-distillation."""
+def build_criterion(settings: RunSettings, n_classes: int, n_images: int | None = None):
+    """The loss of the settings, for a training split of n_classes classes (and n_images images, the
+    bound of a cross-batch memory), with its self-distillation."""
     return criteria.select(settings.loss, n_classes=n_classes, embed_dim=settings.model.embed_dim,
-                           distillation=settings.distillation, n_epochs=settings.training.n_epochs)
+                           distillation=settings.distillation, n_epochs=settings.training.n_epochs,
+                           n_images=n_images)
