@@ -33,6 +33,7 @@ bench: $(INSTALLED)
 	$(PY) -m benchmarks.evaluation --size inshop
 	$(PY) -m benchmarks.evaluation --size sop_gallery
 	$(PY) -m benchmarks.train_step
+	$(PY) -m benchmarks.duplicates
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -159,6 +159,10 @@ def build_parser():
     add_list_flags(data)
     data.add_argument("--on_bad_image", default=DEFAULTS["on_bad_image"], choices=datasets.BAD_IMAGE_POLICIES,
                       help="a file that is not a readable image stops the run, or is skipped and counted")
+    data.add_argument("--duplicates", default=DEFAULTS["duplicates"], choices=datasets.DUPLICATE_POLICIES,
+                      help="an image listed twice, or files of one content, within a split or between splits that "
+                           "meet (train and the others, query and gallery): stop, drop the copies and count them, "
+                           "or keep them as listed")
 
     loss = parser.add_argument_group("criterion")
     loss.add_argument("--loss", default=DEFAULTS["loss"], type=_loss,

@@ -17,6 +17,8 @@ from datasets import (  # noqa: F401  (the loader modules fill the registry)
     online_products,
     tsinghua_dogs,
 )
+from datasets.duplicates import DUPLICATE_POLICIES
+from datasets.duplicates import apply_policy as apply_duplicates_policy
 from datasets.image_dataset import ImageDataset, readable_images, unusable_files, without_unreadable
 from datasets.list_files import LIST_INPUTS
 from datasets.registry import LOADERS, Loader
@@ -38,8 +40,8 @@ class DataSettings:
     parent of it; the list files for `list`), the training augmentation, an optional validation
     split cut out of the training data (by `tv_split_perc`, or fold `fold` of `folds` class-disjoint
     folds of the training classes, as "A Metric Learning Reality Check" cross-validates), the policy
-    for files that are not images, and the last `holdout_classes` training classes left out of
-    training."""
+    for files that are not images and the one for duplicate images (datasets.duplicates), and the
+    last `holdout_classes` training classes left out of training."""
     dataset: str = "cub200"
     source: str | None = None
     augmentation: str = "base"
@@ -47,6 +49,7 @@ class DataSettings:
     tv_split_perc: float = 0.8
     tv_split_by_samples: bool = False
     on_bad_image: str = "fail"
+    duplicates: str = "fail"
     holdout_classes: int = 0
     folds: int = 0
     fold: int = 0
@@ -68,6 +71,9 @@ class DataSettings:
         if self.on_bad_image not in BAD_IMAGE_POLICIES:
             problems.append((f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, not "
                              f"{self.on_bad_image!r}", ["on_bad_image"]))
+        if self.duplicates not in DUPLICATE_POLICIES:
+            problems.append((f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, not {self.duplicates!r}",
+                             ["duplicates"]))
         if not 0 < self.tv_split_perc < 1:
             problems.append((f"tv_split_perc must lie in (0, 1), got {self.tv_split_perc}", ["tv_split_perc"]))
         if self.folds and (self.folds < 2 or not 0 <= self.fold < self.folds):
@@ -115,6 +121,7 @@ def load(settings: DataSettings, workers: int = 0, **preprocessing) -> dict[str,
     return select(settings.dataset, settings.source, augmentation=settings.augmentation,
                   use_tv_split=settings.use_tv_split, tv_split_perc=settings.tv_split_perc,
                   tv_split_by_samples=settings.tv_split_by_samples, on_bad_image=settings.on_bad_image,
+                  duplicates=settings.duplicates,
                   workers=workers, holdout_classes=settings.holdout_classes, folds=settings.folds, fold=settings.fold,
                   lists=settings.lists(), **preprocessing)
 
@@ -122,6 +129,7 @@ def load(settings: DataSettings, workers: int = 0, **preprocessing) -> dict[str,
 def select(name: str, source: str | None, *, augmentation: str = "base", crop_size: int = 224,
            resize_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD, use_tv_split: bool = False,
            tv_split_perc: float = 0.8, tv_split_by_samples: bool = False, on_bad_image: str = "fail",
+           duplicates: str = "fail",
            workers: int = 0, channel_order: str = "RGB", input_range: float = 1.0, interpolation: str = "bilinear",
            holdout_classes: int = 0, folds: int = 0, fold: int = 0,
            lists: dict | None = None, image_size: int | None = None) -> dict[str, ImageDataset]:
@@ -138,7 +146,11 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
     decoded is not decoded again, see image_dataset.readable_images). on_bad_image "fail" stops at
     a file that is not a readable image (missing, empty, a folder, not an image, undecodable);
     "skip" leaves the bad files out, listed in each split's `bad_files`. A split without images
-    is an error."""
+    is an error.
+
+    duplicates (datasets.duplicates: the same file twice, or files of one content, within a split
+    or between splits that meet): "fail" stops at them with their count and the first ones,
+    "drop" leaves the copies out, listed in each split's `duplicates`, "keep" ranks them as listed."""
     loader = LOADERS.get(name)
     if augmentation not in AUGMENTATIONS:
         raise UserError(f"unknown augmentation {augmentation!r}; choose one of {', '.join(AUGMENTATIONS)}")
@@ -166,6 +178,8 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
             raise UserError(f"the {split} split has no readable image left: its {len(dataset.bad_files)} file(s)"
                             f"{listed} are all missing, empty or not images (first: {dataset.bad_files[0]}); "
                             "restore them")
+    # before a split is cut out of another: a copy must not land on both sides of the cut
+    parts = apply_duplicates_policy(parts, duplicates, workers)
     splits = {"train": parts.pop("train")}
     if "val" in parts:
         splits["val"] = parts.pop("val")

@@ -64,6 +64,7 @@ class ImageDataset(Dataset):
         self.pixels = pixels
         self.transform = transform
         self.bad_files = []  # files of the dataset's folders that are not readable images
+        self.duplicates = []  # the copies left out (datasets.duplicates), each described
 
     @property
     def n_classes(self) -> int:
@@ -101,6 +102,7 @@ class ImageDataset(Dataset):
                               listed_in=self.listed_in,
                               list_lines=None if self.list_lines is None else self.list_lines[indices])
         subset.bad_files = self.bad_files
+        subset.duplicates = self.duplicates
         return subset
 
 

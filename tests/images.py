@@ -3,10 +3,12 @@ import numpy as np
 from PIL import Image
 
 
-def write_image(path, mode="RGB", size=(40, 30), seed=0):
-    """A small random image; the format follows the extension."""
+def write_image(path, mode="RGB", size=(40, 30), seed=0, variant=0):
+    """A small random image; the format follows the extension. Images of one seed and other
+    `variant`s look alike but are not the same file content (one corner pixel differs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    pixels[0, 0] ^= np.uint8(variant * 37 % 256)
     image = Image.fromarray(pixels)
     if mode == "P":
         # per-entry alpha, the palette transparency PIL warns about when converted straight to RGB
@@ -25,7 +27,8 @@ def write_class_tree(root, class_names, images_per_class=3):
 def write_inshop_tree(root, train_items=4, test_items=3, per_item=(2, 1, 2)):
     """A DeepFashion In-Shop tree: img/<gender>/<category>/<item>/<n>_<view>.jpg and
     Eval/list_eval_partition.txt. Each train item has per_item[0] images; each test item
-    per_item[1] queries and per_item[2] gallery images, of the same look (the same seed)."""
+    per_item[1] queries and per_item[2] gallery images, of the same look (the same seed; distinct
+    files all the same, as datasets.duplicates requires)."""
     rows = []
     items = [(f"id_{index:08d}", "train") for index in range(train_items)]
     items += [(f"id_{index:08d}", "test") for index in range(train_items, train_items + test_items)]
@@ -33,7 +36,7 @@ def write_inshop_tree(root, train_items=4, test_items=3, per_item=(2, 1, 2)):
         statuses = ["train"] * per_item[0] if role == "train" else ["query"] * per_item[1] + ["gallery"] * per_item[2]
         for view, status in enumerate(statuses):
             name = f"img/WOMEN/Dresses/{item}/{view + 1:02d}_{view + 1}_front.jpg"
-            write_image(root / name, seed=number)
+            write_image(root / name, seed=number, variant=view)
             rows.append(f"{name} {item} {status}")
     (root / "Eval").mkdir(parents=True, exist_ok=True)
     (root / "Eval" / "list_eval_partition.txt").write_text(
@@ -101,12 +104,12 @@ def write_inat_tree(root, per_class=2):
     """train_val2018/<kingdom>/<species>/ with the Smooth-AP split files listing two classes each."""
     splits = {"Inaturalist_train_set1.txt": ["Plantae/7477", "Aves/2101"],
               "Inaturalist_test_set1.txt": ["Fungi/913", "Insecta/3205"]}
-    for list_name, species in splits.items():
+    for number, (list_name, species) in enumerate(splits.items()):
         lines = []
         for index, folder in enumerate(species):
             for image in range(per_class):
                 path = f"train_val2018/{folder}/{index}{image}a6f.jpg"
-                write_image(root / path, seed=len(lines) + 10 * index)
+                write_image(root / path, seed=100 * number + len(lines) + 10 * index)
                 lines.append(path)
         (root / list_name).write_text("\n".join(lines) + "\n")
     return root
@@ -119,7 +122,7 @@ def write_dogs_tree(root, per_class=(3, 2)):
         for split, count in zip(("train", "val"), per_class):
             for image in range(count):
                 write_image(root / split / f"{count * (3 - index)}-{breed}" / f"n1{index}{image}.jpg",
-                            seed=10 * index + image)
+                            seed=10 * index + image + (100 if split == "val" else 0))
     return root
 
 

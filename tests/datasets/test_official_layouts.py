@@ -238,15 +238,17 @@ def test_a_list_label_that_is_not_an_integer(tmp_path, capsys):
 
 def test_list_paths_may_be_absolute_and_shared_labels_keep_the_training_numbers(tmp_path):
     write_lists(tmp_path)
-    test_list = tmp_path / "CUB200_test.txt"  # images of the training classes: a seen-class split
-    test_list.write_text(f"{tmp_path / 'images' / '002' / '1.jpg'} 2\n{tmp_path / 'images' / '001' / '0.jpg'} 1\n")
+    test_list = tmp_path / "CUB200_test.txt"  # other images of the training classes: a seen-class split
+    for label in (1, 2):
+        write_image(tmp_path / "images" / f"{label:03d}" / "test.jpg", seed=100 + label)
+    test_list.write_text("".join(f"{tmp_path / 'images' / f'{label:03d}' / 'test.jpg'} {label}\n" for label in (2, 1)))
     splits = datasets.select("list", None, lists={"train_list": str(tmp_path / "CUB200_train.txt"),
                                                    "test_list": str(test_list),
                                                    "val_list": str(tmp_path / "CUB200_val.txt")})
     assert list(splits) == ["train", "val", "test"]
     assert splits["train"].class_names == ["1", "2"] and splits["val"].class_names == ["3", "4"]
     assert splits["test"].class_names == ["1", "2"] and splits["test"].labels.tolist() == [1, 0]
-    assert splits["test"].paths[0] == str(tmp_path / "images" / "002" / "1.jpg")
+    assert splits["test"].paths[0] == str(tmp_path / "images" / "002" / "test.jpg")
 
 
 def write_records(path, key, fields):

@@ -1,0 +1,161 @@
+"""Duplicate images: a file listed twice, or two files of identical content (by hash), within a
+split or across splits whose images meet in a ranking or in training: the training images and
+each other split, the query and the gallery images. A copy that is ranked against its original
+finds it at distance 0, so Recall@1 counts a hit that says nothing about the network (a test list
+naming each image twice gave Recall@1 1.000, 0.855 without the copies); a test image that is
+also a training image was learnt. The validation and test splits are not compared: they are
+never ranked together.
+
+Only files whose size another file shares are read: their first HEAD bytes are hashed, and only
+where those agree the whole file, in `workers` threads (hashlib and file reads release the GIL).
+"""
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from errors import UserError
+
+DUPLICATE_POLICIES = ("fail", "drop", "keep")
+HEAD = 64 * 1024  # bytes hashed before a whole file is: distinct images differ within them
+# The split whose copy is the original, first: the other copy is the one left out. The training
+# images stay whole (a run trains on what it was given); the gallery stays whole, its queries
+# are what is measured.
+ORIGINALS_FIRST = ("train", "gallery", "val", "test", "query")
+EXAMPLES = 3  # duplicates named in a message
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    split: str  # the split of the copy left out with --duplicates drop
+    index: int
+    original_split: str
+    original_index: int
+    same_file: bool  # the same file listed twice (else two files of the same content)
+
+
+def compared(splits) -> list[tuple[str, str]]:
+    """(split of the originals, split of the copies) pairs compared across splits."""
+    names = sorted(splits, key=_rank)
+    pairs = [("train", name) for name in names if name != "train" and "train" in splits]
+    if "query" in splits and "gallery" in splits:
+        pairs.append(("gallery", "query"))
+    return pairs
+
+
+def _rank(split):
+    return ORIGINALS_FIRST.index(split) if split in ORIGINALS_FIRST else len(ORIGINALS_FIRST)
+
+
+def _digest(path, size=None):
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        if size is not None:
+            digest.update(handle.read(size))
+        else:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.digest()
+
+
+def content_keys(paths, workers=0) -> dict[str, object]:
+    """{path: key}, equal keys for files of equal content: a file whose size no other file has is
+    its own key; the others are keyed by size and hashes, read in `workers` threads (at least 1)."""
+    sizes = {}
+    for path in paths:
+        try:
+            sizes[path] = os.stat(path).st_size
+        except OSError:
+            sizes[path] = None  # missing: the bad-image policy reports it
+    by_size = {}
+    for path, size in sizes.items():
+        by_size.setdefault(size, []).append(path)
+    keys = {path: path for path in paths}
+    shared = [path for size, group in by_size.items() if size is not None and len(group) > 1 for path in group]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        heads = dict(zip(shared, pool.map(lambda path: _digest(path, HEAD), shared)))
+        # files larger than HEAD whose heads agree with another's: the whole of them decides
+        groups = {}
+        for path in shared:
+            groups.setdefault((sizes[path], heads[path]), []).append(path)
+        whole = [path for (size, _), group in groups.items() if size > HEAD and len(group) > 1 for path in group]
+        fulls = dict(zip(whole, pool.map(_digest, whole)))
+    for path in shared:
+        keys[path] = (sizes[path], heads[path], fulls.get(path))
+    return keys
+
+
+def find(splits, workers=0) -> list[Duplicate]:
+    """The duplicates among `splits` ({name: ImageDataset}; those held in memory, without files,
+    are not compared): within each split every later copy of an image, across the `compared`
+    pairs each image of the second split that the first holds. An image is one duplicate at most."""
+    with_files = {name: dataset for name, dataset in splits.items() if dataset.paths is not None}
+    normal = {name: [os.path.normcase(os.path.abspath(path)) for path in dataset.paths]
+              for name, dataset in with_files.items()}
+    keys = content_keys(list(dict.fromkeys(path for paths in normal.values() for path in paths)), workers)
+    found, firsts = {}, {}
+    for name, paths in normal.items():
+        first_of_path, first_of_key = {}, {}
+        for index, path in enumerate(paths):
+            key = keys[path]
+            if key in first_of_key:
+                original = first_of_path.get(path, first_of_key[key])
+                found[name, index] = Duplicate(name, index, name, original, paths[original] == path)
+            else:
+                first_of_key[key] = index
+            first_of_path.setdefault(path, index)
+        firsts[name] = first_of_key
+    for original_split, split in compared(with_files):
+        originals = firsts[original_split]
+        for index, path in enumerate(normal[split]):
+            original = originals.get(keys[path])
+            if original is not None and (split, index) not in found:
+                found[split, index] = Duplicate(split, index, original_split, original,
+                                                normal[original_split][original] == path)
+    return sorted(found.values(), key=lambda duplicate: (_rank(duplicate.split), duplicate.split, duplicate.index))
+
+
+def describe(duplicate: Duplicate, splits) -> str:
+    copy = splits[duplicate.split]
+    original = splits[duplicate.original_split]
+    relation = "listed again" if duplicate.same_file else "the same content as"
+    where = original.where(duplicate.original_index)
+    if duplicate.same_file and duplicate.split == duplicate.original_split and original.list_lines is not None:
+        where = f"line {original.list_lines[duplicate.original_index]}"
+    return (f"{duplicate.split} {copy.where(duplicate.index)} is {relation}"
+            f"{' from' if duplicate.same_file else ''} {duplicate.original_split} {where}")
+
+
+def apply_policy(splits, policy, workers=0):
+    """`splits` under the duplicates policy: "fail" stops at duplicates (a UserError with their count
+    and the first ones), "drop" leaves each copy out (named in its split's `duplicates`), "keep"
+    ranks them as listed."""
+    if policy not in DUPLICATE_POLICIES:
+        raise UserError(f"unknown --duplicates {policy!r}; choose one of {', '.join(DUPLICATE_POLICIES)}")
+    if policy == "keep":
+        return splits
+    duplicates = find(splits, workers)
+    if not duplicates:
+        return splits
+    if policy == "fail":
+        counts = {}
+        for duplicate in duplicates:
+            counts[duplicate.split] = counts.get(duplicate.split, 0) + 1
+        first = "; ".join(describe(duplicate, splits) for duplicate in duplicates[:EXAMPLES])
+        raise UserError(f"{len(duplicates)} duplicate image(s) ({', '.join(f'{n} in {s}' for s, n in counts.items())}"
+                        f"; first: {first}): a copy ranked against its original, or a test image also trained on, "
+                        "inflates the recall; remove the copies, or pass --duplicates drop to leave them out "
+                        "(--duplicates keep ranks them as listed)")
+    kept = dict(splits)
+    for name in splits:
+        copies = [duplicate for duplicate in duplicates if duplicate.split == name]
+        if not copies:
+            continue
+        dataset = splits[name]
+        left_out = np.zeros(len(dataset), dtype=bool)
+        left_out[[duplicate.index for duplicate in copies]] = True
+        kept[name] = dataset.subset(np.flatnonzero(~left_out))
+        kept[name].duplicates = dataset.duplicates + [describe(duplicate, splits) for duplicate in copies]
+    return kept

@@ -1,0 +1,126 @@
+"""Duplicate images (datasets.duplicates): the same file listed twice, or files of one content,
+within a split or across splits that meet (issue 26: Recall@1 1.000 on a test list naming each
+image twice, an In-Shop query also in the gallery, test images that are training images)."""
+import shutil
+
+import numpy as np
+import pytest
+
+import datasets
+import parameters
+from datasets import duplicates, verify
+from errors import UserError
+from tests.images import write_image, write_inshop_tree
+
+SMALL = {"crop_size": 32, "resize_size": 36}
+
+
+def write_list(path, rows):
+    path.write_text("".join(f"{image} {label}\n" for image, label in rows))
+    return str(path)
+
+
+@pytest.fixture
+def images(tmp_path):
+    """Twelve distinct images, 4 classes of 3: img/<n>.png."""
+    for number in range(12):
+        write_image(tmp_path / "img" / f"{number}.png", seed=number)
+    return [(f"img/{number}.png", number // 3) for number in range(12)]
+
+
+def select_lists(tmp_path, train, test, **options):
+    lists = {"train_list": write_list(tmp_path / "train.txt", train), "test_list": write_list(tmp_path / "test.txt",
+                                                                                             test)}
+    return datasets.select("list", None, lists=lists, **SMALL, **options)
+
+
+def test_a_test_list_naming_each_image_twice_stops_with_the_count_and_the_first(tmp_path, images):
+    test = images[6:] + images[6:]
+    with pytest.raises(UserError) as error:
+        select_lists(tmp_path, images[:6], test)
+    message = str(error.value)
+    assert message.startswith("6 duplicate image(s) (6 in test; first: test ")
+    assert "img/6.png (" in message and "test.txt line 7) is listed again from test line 1" in message
+    assert "--duplicates drop" in message and "\n" not in message
+    dropped = select_lists(tmp_path, images[:6], test, duplicates="drop")["test"]
+    assert len(dropped) == 6 and len(dropped.duplicates) == 6
+    assert len(select_lists(tmp_path, images[:6], test, duplicates="keep")["test"]) == 12
+
+
+def test_test_images_that_are_training_images_by_content(tmp_path, images):
+    """train_gallery ranks the test images against the training images: a copy finds itself."""
+    for number in (0, 1):
+        shutil.copy(tmp_path / "img" / f"{number}.png", tmp_path / "img" / f"copy_{number}.png")
+    test = images[6:] + [("img/copy_0.png", 0), ("img/copy_1.png", 0)]
+    with pytest.raises(UserError, match=r"2 duplicate image\(s\) \(2 in test; first: test .*copy_0.png .* is the "
+                                        r"same content as train .*img/0.png"):
+        select_lists(tmp_path, images[:6], test)
+    splits = select_lists(tmp_path, images[:6], test, duplicates="drop")
+    assert len(splits["train"]) == 6 and len(splits["test"]) == 6  # the training images stay whole
+    assert not any("copy" in path for path in splits["test"].paths)
+
+
+def test_an_inshop_query_also_in_the_gallery(tmp_path):
+    root = write_inshop_tree(tmp_path / "inshop")
+    partition = root / "Eval" / "list_eval_partition.txt"
+    lines = partition.read_text().splitlines()
+    gallery_line = next(line for line in lines if line.endswith(" gallery"))
+    partition.write_text("\n".join(lines + [gallery_line.replace(" gallery", " query")]) + "\n")
+    with pytest.raises(UserError, match=r"1 duplicate image\(s\) \(1 in query; first: query .*02_2_front.jpg .* is "
+                                        "listed again from gallery"):
+        datasets.select("inshop", str(root), **SMALL)
+    splits = datasets.select("inshop", str(root), duplicates="drop", **SMALL)
+    assert (len(splits["query"]), len(splits["gallery"])) == (3, 6)
+
+
+def test_files_of_equal_size_or_equal_head_are_not_duplicates(tmp_path):
+    head = bytes(range(256)) * (duplicates.HEAD // 256)
+    files = {"a": head + b"tail-1", "b": head + b"tail-2", "c": head + b"tail-1", "d": b"x" * 10, "e": b"y" * 10,
+             "f": b"z" * 11}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    keys = duplicates.content_keys([str(tmp_path / name) for name in files], workers=2)
+    key = {name: keys[str(tmp_path / name)] for name in files}
+    assert key["a"] == key["c"] and len({key["a"], key["b"], key["d"], key["e"], key["f"]}) == 5
+
+
+def test_validation_and_test_are_not_compared_and_the_first_copy_stays(tmp_path, images):
+    lists = {"train_list": write_list(tmp_path / "train.txt", images[:6]),
+             "val_list": write_list(tmp_path / "val.txt", images[6:]),
+             "test_list": write_list(tmp_path / "test.txt", images[6:] + images[6:7])}
+    with pytest.raises(UserError, match=r"1 duplicate image\(s\) \(1 in test; .*line 7\) is listed again from test "
+                                        "line 1"):
+        datasets.select("list", None, lists=lists, **SMALL)
+    test = datasets.select("list", None, lists=lists, duplicates="drop", **SMALL)["test"]
+    assert test.paths == [str(tmp_path / image) for image, _ in images[6:]]
+    assert np.array_equal(np.bincount(test.labels), [3, 3])
+
+
+def test_verify_counts_the_duplicates(tmp_path, images):
+    rows, holds = verify.verify("list", None, lists={"train_list": write_list(tmp_path / "train.txt", images[:6]),
+                                                     "test_list": write_list(tmp_path / "test.txt",
+                                                                             images[6:] + images[6:8])})
+    assert not holds
+    (test,) = [row for row in rows if row["split"] == "test"]
+    assert "2 duplicates (first: test " in test["check"] and test["images"] == 8
+
+
+def test_the_flag_and_its_bad_values(capsys):
+    assert parameters.parse(["--dataset", "digits", "--duplicates", "drop"]).data.duplicates == "drop"
+    assert parameters.parse(["--dataset", "digits"]).data.duplicates == "fail"
+    with pytest.raises(SystemExit):
+        parameters.parse(["--dataset", "digits", "--duplicates", "ignore"])
+    assert "--duplicates" in capsys.readouterr().err
+
+
+def test_a_run_says_how_many_copies_it_left_out(tmp_path, images, capsys):
+    from training.run import Run
+
+    argv = ["--dataset", "list", "--train_list", write_list(tmp_path / "train.txt", images[:6] + images[:2]),
+            "--test_list", write_list(tmp_path / "test.txt", images[6:] + images[:1]), "--duplicates", "drop",
+            "--arch", "resnet18_frozen_normalize", "--not_pretrained", "--embed_dim", "8", "--image_size", "32",
+            "--bs", "4", "--samples_per_class", "2", "--kernels", "0", "--n_epochs", "1",
+            "--save_path", str(tmp_path / "runs")]
+    state = Run(parameters.parse(argv))
+    assert (len(state.splits["train"]), len(state.splits["test"])) == (6, 6)
+    assert "left out 3 duplicate image(s) (--duplicates drop; first: train " in capsys.readouterr().out
