@@ -205,3 +205,18 @@ def test_report_command_titles_name_the_checkpoint(checkpoint_file, tmp_path, mo
     figures = drawn_figures(monkeypatch)
     reports.main(["--checkpoint", str(checkpoint_file), "--kernels", "0", "--out", str(tmp_path)])
     assert "(checkpoint_last.pth, epoch 1)" in titles(figures["tsne_test.png"])
+
+
+def test_report_command_follows_the_runs_duplicates_policy(tmp_path, monkeypatch):
+    """A run that left duplicate images out (--duplicates drop) gets its reports on the same images."""
+    tree = write_class_tree(tmp_path / "data", [f"class_{c}" for c in range(4)], images_per_class=3)
+    shutil.copy(tree / "images" / "class_3" / "img_0.jpg", tree / "images" / "class_3" / "img_copy.jpg")
+    torch.manual_seed(0)
+    network = architectures.select("resnet18_normalize", 16, pretrained=False)
+    path = tmp_path / "run" / "checkpoint_last.pth"
+    path.parent.mkdir()
+    torch.save({"network": network.state_dict(), "arch": "resnet18_normalize", "embed_dim": 16, "epoch": 1,
+                "config": {"dataset": "folder", "source": str(tree), "duplicates": "drop"}}, path)
+    figures = drawn_figures(monkeypatch)
+    reports.main(["--checkpoint", str(path), "--kernels", "0", "--out", str(tmp_path / "reports")])
+    assert "tsne_test.png" in figures and "similarity_test.png" in figures
