@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench install clean
+.PHONY: demo test test-fast bench bench-gpu install clean
 
 install: $(INSTALLED)
 
@@ -34,6 +34,10 @@ bench: $(INSTALLED)
 	$(PY) -m benchmarks.evaluation --size sop_gallery
 	$(PY) -m benchmarks.train_step
 	$(PY) -m benchmarks.duplicates
+
+# Every GPU measurement in under 8 minutes (see benchmarks/README.md); --quick checks it on the CPU.
+bench-gpu: $(INSTALLED)
+	$(PY) -m benchmarks.gpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache

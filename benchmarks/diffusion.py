@@ -86,6 +86,27 @@ def training_step_share(device, repeats):
     return step_time, target_time
 
 
+def clustered_teacher(size, dim, device):
+    """A teacher batch like a trained model's: 2 samples per class around random class centres."""
+    centres = F.normalize(torch.randn(size // 2, dim), dim=1).repeat_interleave(2, dim=0)
+    return F.normalize(centres + 0.05 * torch.randn(size, dim), dim=1).to(device)
+
+
+def combination_rows(size, dim, device, reference_max=4096, combinations=None):
+    """For each graph + solver combination (default: all of COMBINATIONS), one row as soon as it is
+    measured: name, median seconds, the dense inverse's median seconds on the same batch, and the
+    largest deviation from the float64 closed form (None above `reference_max`)."""
+    teacher = clustered_teacher(size, dim, device)
+    repeats = 10 if size <= 512 else 3 if size <= 4096 else 1
+    baseline_time, _ = timed(lambda: released_dense_inverse(teacher), repeats, device)
+    for name in combinations or COMBINATIONS:
+        options = COMBINATIONS[name]
+        run_time, target = timed(lambda: diffusion.soft_targets(teacher, KD_TAU, settings(options)), repeats, device)
+        deviation = ((target.double() - float64_closed_form(teacher, options)).abs().max().item()
+                     if size <= reference_max else None)
+        yield {"name": name, "seconds": run_time, "dense_inverse_seconds": baseline_time, "deviation": deviation}
+
+
 def main(argv=None):
     parser = CommandParser(command="python -m benchmarks.diffusion", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[112, 512, 2048, 4096, 8192])
@@ -102,18 +123,11 @@ def main(argv=None):
     print("|-----:|----:|---|----------:|-------------------:|---------:|--------------:|")
     for size in args.sizes:
         for dim in args.dims:
-            # Clustered embeddings, like a trained model's batch: 2 samples per class around class centres.
-            centres = F.normalize(torch.randn(size // 2, dim), dim=1).repeat_interleave(2, dim=0)
-            teacher = F.normalize(centres + 0.05 * torch.randn(size, dim), dim=1).to(device)
-            repeats = 10 if size <= 512 else 3 if size <= 4096 else 1
-            baseline_time, _ = timed(lambda: released_dense_inverse(teacher), repeats, device)
-            for name, options in COMBINATIONS.items():
-                run_time, target = timed(lambda: diffusion.soft_targets(teacher, KD_TAU, settings(options)),
-                                         repeats, device)
-                deviation = (f"{(target.double() - float64_closed_form(teacher, options)).abs().max().item():.1e}"
-                             if size <= args.reference_max else "-")
-                print(f"| {size:>4} | {dim:>3} | {name} | {run_time * 1e3:>9.1f} | {baseline_time * 1e3:>18.1f} | "
-                      f"{baseline_time / run_time:>7.1f}x | {deviation:>13} |", flush=True)
+            for row in combination_rows(size, dim, device, args.reference_max):
+                deviation = f"{row['deviation']:.1e}" if row["deviation"] is not None else "-"
+                print(f"| {size:>4} | {dim:>3} | {row['name']} | {row['seconds'] * 1e3:>9.1f} | "
+                      f"{row['dense_inverse_seconds'] * 1e3:>18.1f} | "
+                      f"{row['dense_inverse_seconds'] / row['seconds']:>7.1f}x | {deviation:>13} |", flush=True)
     step_time, target_time = training_step_share(device, repeats=5)
     print(f"\nB=112: default target {target_time * 1e3:.2f} ms, demo architecture training step "
           f"{step_time * 1e3:.1f} ms: the target costs {100 * target_time / step_time:.2f} % of a step")

@@ -53,52 +53,59 @@ def interleaved_medians(functions, steps, warmup, device):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def step_times(args, device):
-    """Median step time of each run, plus the teacher forward and the OBD-SD target on their own."""
-    images = torch.randn(args.bs, 3, args.image_size, args.image_size, device=device)
-    labels = torch.arange(args.bs // 2, device=device).repeat_interleave(2)
+def step_times(device, arch, image_size, bs, embed_dim, amp=None, channels_last=False, compile=False, steps=15,
+               warmup=3):
+    """Median step time of each run, plus the teacher forward and the OBD-SD target on their own.
+
+    One student and one teacher serve the three runs, each with its own criterion and optimizer:
+    the runs differ only in the criterion, and with `compile` each network is compiled once, not
+    once a run (a ResNet50's compilation takes about a minute)."""
+    images = torch.randn(bs, 3, image_size, image_size, device=device)
+    labels = torch.arange(bs // 2, device=device).repeat_interleave(2)
+    torch.manual_seed(0)
+    model = architectures.select(arch, embed_dim, pretrained=False, image_size=image_size).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    teacher = copy.deepcopy(model).eval().requires_grad_(False)
     functions = {}
     for name, flags in RUNS.items():
-        opt = parameters.parse(["--n_epochs", "2", "--embed_dim", str(args.embed_dim), *flags])
-        torch.manual_seed(0)
-        model = architectures.select(args.arch, args.embed_dim, pretrained=False, image_size=args.image_size).to(device)
-        if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        model.train()
-        teacher = copy.deepcopy(model).eval().requires_grad_(False)
-        criterion = build_criterion(opt, args.bs // 2).to(device)
+        opt = parameters.parse(["--n_epochs", "2", "--embed_dim", str(embed_dim), *flags])
+        criterion = build_criterion(opt, bs // 2).to(device)
         optimizer = torch.optim.Adam([*model.parameters(), *criterion.parameters()], lr=1e-5)
-        step = TrainingStep(model, teacher, criterion, optimizer, amp=args.amp, channels_last=args.channels_last,
-                            compile=args.compile)
+        step = TrainingStep(model, teacher, criterion, optimizer, amp=amp, channels_last=channels_last,
+                            compile=compile)
         functions[name] = functools.partial(step, images, labels, epoch=1)
     with torch.no_grad():
         teacher_batch = step.embed(step.teacher_forward, images)
     functions["teacher forward"] = torch.no_grad()(functools.partial(step.embed, step.teacher_forward, images))
     functions["OBD-SD target"] = functools.partial(diffusion.soft_targets, teacher_batch, 1.0, diffusion.Settings())
-    return interleaved_medians(functions, args.steps, args.warmup, device)
+    return interleaved_medians(functions, steps, warmup, device)
 
 
 def write_jpegs(root, classes, per_class, size):
+    """`per_class` JPEGs of random pixels in each of `classes` folders; `size`: a side, or (width, height).
+    Random pixels compress worse than photographs: the files are larger and slower to decode."""
+    width, height = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(0)
     for label in range(classes):
         folder = Path(root) / "images" / f"class_{label:03d}"
         folder.mkdir(parents=True)
         for index in range(per_class):
-            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(folder / f"{index}.jpg", quality=90)
 
 
-def loader_throughput(args):
-    """Images per second of the training loader (decode, augmentation, collation) over one epoch."""
+def loader_throughput(bs, image_size, classes, per_class, source_size, workers):
+    """Images per second of the training loader (decode, augmentation, collation) over one epoch,
+    and the number of images; the folder dataset trains on the first half of the `classes`."""
     with tempfile.TemporaryDirectory() as root:
-        # The folder dataset trains on the first half of the classes: bs / 2 classes of 2 per batch.
-        write_jpegs(root, classes=2 * (args.bs // 2), per_class=args.loader_images_per_class,
-                    size=args.source_size)
-        train = datasets.select("folder", root, crop_size=args.image_size,
-                                resize_size=round(args.image_size * 256 / 224))["train"]
-        sampler = SeededBatches(datasampler.select("class_random", train.labels, args.bs, 2, 0))
+        write_jpegs(root, classes=classes, per_class=per_class, size=source_size)
+        train = datasets.select("folder", root, crop_size=image_size,
+                                resize_size=round(image_size * 256 / 224))["train"]
+        sampler = SeededBatches(datasampler.select("class_random", train.labels, bs, 2, 0))
         loader = torch.utils.data.DataLoader(SeededSamples(train), batch_sampler=sampler,
-                                             num_workers=args.kernels, persistent_workers=False)
+                                             num_workers=workers, persistent_workers=False)
         start, count = time.perf_counter(), 0
         for images, _ in loader:
             count += len(images)
@@ -131,7 +138,8 @@ def main(argv=None):
           f"channels_last {args.channels_last}, compile {args.compile}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if cuda else f", torch threads {torch.get_num_threads()}")
           + f"; medians of {args.steps} interleaved rounds")
-    times = step_times(args, device)
+    times = step_times(device, args.arch, args.image_size, args.bs, args.embed_dim, args.amp, args.channels_last,
+                       args.compile, args.steps, args.warmup)
     print("| run | step (ms) | images/s | vs baseline |")
     print("|---|---:|---:|---:|")
     for name in RUNS:
@@ -143,7 +151,10 @@ def main(argv=None):
     print(f"\nOBD-SD / baseline step time: {times['+OBD-SD'] / times['baseline']:.2f}; of the extra "
           f"{extra * 1e3:.1f} ms, the teacher forward is {times['teacher forward'] * 1e3:.1f} ms and the "
           f"target {times['OBD-SD target'] * 1e3:.1f} ms")
-    rate, count = loader_throughput(args)
+    # bs / 2 training classes of 2 per batch
+    rate, count = loader_throughput(args.bs, args.image_size, classes=2 * (args.bs // 2),
+                                    per_class=args.loader_images_per_class, source_size=args.source_size,
+                                    workers=args.kernels)
     print(f"dataloader alone ({args.kernels} workers, {args.source_size} px JPEGs -> {args.image_size} px crops, "
           f"{count} images): {rate:.0f} images/s")
 
