@@ -167,7 +167,11 @@ def build_parser():
     loss = parser.add_argument_group("criterion")
     loss.add_argument("--loss", default=DEFAULTS["loss"], type=_loss,
                       help=f"one of {', '.join(criteria.names())}; each also as <name>_obd_sd (the released scripts' "
-                           "name, the same loss), or pml:<LossClass> of pytorch-metric-learning")
+                           "name, the same loss), or pml:<LossClass> of pytorch-metric-learning; several joined by + "
+                           "(multisimilarity+softmax) are their weighted sum, each with its own flags")
+    loss.add_argument("--loss_weights", type=float, nargs="*", default=DEFAULTS["loss_weights"], metavar="W",
+                      help="the weight of each criterion of --loss a+b, in order (default: 1 each); "
+                           "one loss takes one weight")
     loss.add_argument("--batch_mining", default=DEFAULTS["batch_mining"], choices=sorted(criteria.MINERS),
                       help="miner of tuple losses (default: the criterion's own)")
     loss.add_argument("--distance", default=DEFAULTS["distance"], choices=sorted(criteria.distances.DISTANCES),
@@ -267,15 +271,20 @@ def _arch(value):
 
 
 def _loss(value):
-    """The argparse type of --loss: a registered name, <name>_obd_sd or pml:<LossClass>."""
-    try:
-        criteria.criterion_class(value)
-    except UnknownName:
-        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(criteria.names())}, "
-                                         "each also as <name>_obd_sd, or pml:<LossClass> of "
-                                         "pytorch-metric-learning)") from None
-    except UserError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    """The argparse type of --loss: a registered name, <name>_obd_sd or pml:<LossClass>, or several
+    of them joined by + (a mixture; a criterion named twice is refused by LossSettings)."""
+    parts = value.split(criteria.mixture.SEPARATOR)
+    for part in parts:
+        try:
+            criteria.criterion_class(part)
+        except UnknownName:
+            where = f" in the mixture {value!r}" if len(parts) > 1 else ""
+            raise argparse.ArgumentTypeError(f"invalid choice: {part!r}{where} (choose from "
+                                             f"{', '.join(criteria.names())}, each also as <name>_obd_sd, or "
+                                             "pml:<LossClass> of pytorch-metric-learning; join several with +)"
+                                             ) from None
+        except UserError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
     return value
 
 

@@ -7,7 +7,8 @@ it configures, and its record, the flat {key: value} of a run's config.json.
 A record's keys are the command line's flags without the dashes: every plain field of a group is
 its own key (`lr`, `bs`, `kd_lambda`); the diffusion settings of the distillation and of the
 re-ranking are prefixed (diffusion_w, diffusion_tau, evaluation_diffusion_k, ...); a loss's and
-its miner's hyperparameters are loss_<loss>_<name> and miner_<miner>_<name>. So config.json runs
+its miner's hyperparameters are loss_<loss>_<name> and miner_<miner>_<name> (a mixture a+b: those of
+each of its criteria and miners; loss_weights empty is 1 each). So config.json runs
 again as `main.py --config config.json`, and records written by earlier versions (with the
 hyperparameters of every loss, or without keys added since) read back: unknown keys are ignored,
 missing ones take their defaults.
@@ -213,25 +214,38 @@ def _diffusion_from_record(record, prefix, item):
         raise SettingError(str(error)) from None
 
 
-def _hyperparameter_prefix(settings: LossSettings, item):
+def _hyperparameter_groups(settings: LossSettings, item):
+    """[(record key prefix, {name: value})] of the loss's (item "hyperparameters") or its miners'
+    hyperparameters: one group, or one per criterion (per miner) of a mixture."""
+    values = getattr(settings, item)
     if item == "hyperparameters":
-        name = criteria.base_name(settings.loss)
-        return "loss_pml_" if name.startswith("pml:") else f"loss_{name}_"
-    return f"miner_{settings.batch_mining}_"
+        if settings.is_mixture:
+            return [(f"loss_{_loss_flag(name)}_", values[name]) for name in settings.names]
+        return [(f"loss_{_loss_flag(criteria.base_name(settings.loss))}_", values)]
+    if settings.is_mixture:
+        return [(f"miner_{miner}_", hyperparameters) for miner, hyperparameters in values.items()]
+    return [(f"miner_{settings.batch_mining}_", values)]
+
+
+def _loss_flag(name):
+    """The <name> of a criterion's loss_<name>_<param> keys: pml for every pml:<LossClass>."""
+    return "pml" if name.startswith("pml:") else name
 
 
 def _hyperparameter_record(settings: LossSettings, item):
-    prefix = _hyperparameter_prefix(settings, item)
-    return {prefix + name: value for name, value in getattr(settings, item).items()}
+    return {prefix + name: value for prefix, values in _hyperparameter_groups(settings, item)
+            for name, value in values.items()}
 
 
 def _hyperparameters_from_record(record, values):
-    """The hyperparameters of the loss and miner that `values` name, from the record's keys."""
-    bare = _group(LossSettings, **values)  # resolves the default miner
+    """The hyperparameters of the loss and miner(s) that `values` name, from the record's keys."""
+    bare = _group(LossSettings, **values)  # resolves the default miner(s)
     found = {}
     for item in ("hyperparameters", "miner_hyperparameters"):
-        prefix = _hyperparameter_prefix(bare, item)
-        found[item] = {name: record[prefix + name] for name in getattr(bare, item) if prefix + name in record}
+        groups = [{name: record[prefix + name] for name in defaults if prefix + name in record}
+                  for prefix, defaults in _hyperparameter_groups(bare, item)]
+        keys = bare.names if item == "hyperparameters" else list(bare.miner_hyperparameters)
+        found[item] = dict(zip(keys, groups)) if bare.is_mixture else groups[0]
     return found
 
 
