@@ -11,6 +11,7 @@ step on the concatenated batch. Without torchrun (no WORLD_SIZE), everything her
 """
 import datetime
 import os
+import socket
 from typing import NamedTuple
 
 import torch
@@ -209,3 +210,10 @@ def sync_random_state():
 def barrier():
     if active():
         dist.barrier()
+
+
+def free_port():
+    """A TCP port free on this machine now, for a torchrun rendezvous (--master_port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -252,19 +251,13 @@ def equality_worker(sizes, out):
         distributed.teardown()
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def distributed_equality(sizes, quick, timeout):
     """{figure: number} comparing a 2-process torchrun (NCCL on GPUs, gloo on the CPU) with one
     process on the concatenated batches."""
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "rank0.pt")
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                   str(free_port()), "-m", "benchmarks.gpu", "--equality_worker", out, *(["--quick"] * quick)]
+                   str(distributed.free_port()), "-m", "benchmarks.gpu", "--equality_worker", out, *(["--quick"] * quick)]
         # Its own process group, so that a stop ends torchrun's workers too, not only torchrun.
         process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    start_new_session=True)
