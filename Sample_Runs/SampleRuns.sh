@@ -17,7 +17,9 @@
 #                            with the MS rows' distillation settings.
 # The paper's scripts give no settings for the PSD and margin rows: these are the ablations' choice.
 # In-Shop (not in the paper; our settings, those of the SOP rows): INSHOP_MS_baseline,
-# INSHOP_MS_OBDSD_d128 and INSHOP_MS_OBDSD_d512. Without a dataset word, all four datasets run.
+# INSHOP_MS_OBDSD_d128 and INSHOP_MS_OBDSD_d512. On SOP and In-Shop, <DATA>_MS_XBM_d128 adds a cross-batch
+# memory to the baseline and <DATA>_MS_XBM_OBDSD_d128 OBD-SD over the memory's graph (docs/reproducing.md).
+# Without a dataset word, all four datasets run.
 # `vit` runs the ViT track instead: VIT_<DATA>_MS_baseline, VIT_<DATA>_MS_PSD, VIT_<DATA>_MS_OBDSD, a
 # ViT-S/16 DINO (timm) at 384-d with AdamW and a cosine schedule (each file says which settings
 # come from Hyp-ViT and which are ours).

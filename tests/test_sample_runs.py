@@ -10,6 +10,7 @@ import types
 import pytest
 import yaml
 
+import datasets
 import parameters
 import training
 
@@ -19,6 +20,9 @@ CONFIGS = os.path.join(REPO, "Sample_Runs", "configs")
 ABLATIONS = ["MS_PSD_d128", "Margin_baseline", "Margin_PSD_d128", "Margin_OBDSD_d128"]
 PAPER_ROWS = 9  # the paper's table: baseline and OBD-SD at 128-d and 512-d, on three datasets
 INSHOP = ["INSHOP_MS_baseline", "INSHOP_MS_OBDSD_d128", "INSHOP_MS_OBDSD_d512"]  # ours: the SOP rows' settings
+# A cross-batch memory on the two datasets of many small classes, with and without OBDP over its graph.
+XBM = {"SOP_MS_XBM_d128": "SOP_MS_baseline", "SOP_MS_XBM_OBDSD_d128": "SOP_MS_OBDSD_d128",
+       "INSHOP_MS_XBM_d128": "INSHOP_MS_baseline", "INSHOP_MS_XBM_OBDSD_d128": "INSHOP_MS_OBDSD_d128"}
 
 
 def readme_paper_table():
@@ -54,7 +58,7 @@ def runs():
     assert all(command[:2] == ["/nonexistent/python", "main.py"] for command in commands)
     parsed = [parameters.parse([os.path.join(REPO, word) if word.startswith("Sample_Runs/") else word
                                 for word in command[2:]]) for command in commands]
-    assert len(parsed) == (PAPER_ROWS + 3 * len(ABLATIONS) + len(INSHOP)) * 2
+    assert len(parsed) == (PAPER_ROWS + 3 * len(ABLATIONS) + len(INSHOP) + len(XBM)) * 2
     records = [types.SimpleNamespace(**training.to_record(settings)) for settings in parsed]
     return {record.savename: record for record in records}
 
@@ -101,6 +105,19 @@ def test_every_config_file_runs_once_a_seed_with_only_the_per_run_flags_added():
             ["--source", "/data", "--gpu", "1", "--seed", seed, "--savename", f"{name}_s{seed}"] for seed in "01")
 
 
+def test_the_xbm_runs_are_their_counterparts_with_a_memory_that_fits_the_training_split(runs):
+    for name, counterpart in XBM.items():
+        run, base = vars(runs[f"{name}_s0"]), vars(runs[f"{counterpart}_s0"])
+        changed = {key for key in run if run[key] != base.get(key)} - {"savename"}
+        graph = {key for key in changed if key.startswith("diffusion_")}  # the sparse graph and its solver
+        assert changed - graph == {"xbm_size", "xbm_start"} and bool(graph) == base["OBDP"], name
+        assert run["xbm_start"] == 1000
+        assert run["xbm_size"] <= datasets.facts(run["dataset"]).published["train"][0]
+        if base["OBDP"]:  # the memory's graph must be sparse and solved without a dense |V| x |V| matrix
+            assert run["diffusion_k"] == 10 and run["diffusion_solver"] == "iterative"
+    assert vars(runs["SOP_MS_XBM_d128_s0"])["xbm_size"] == 55000  # the XBM authors' released config
+
+
 def test_the_script_runs_what_dry_run_prints(tmp_path):
     recorder = tmp_path / "record.sh"
     log = tmp_path / "commands"
@@ -111,7 +128,7 @@ def test_the_script_runs_what_dry_run_prints(tmp_path):
                    env={**os.environ, **env})
     executed = [line.rstrip("\0").split("\0") for line in log.read_text().splitlines()]
     printed = [command[1:] for command in dry_run("cars", "sop", **env)]
-    assert executed == printed and len(executed) == 2 * (3 + len(ABLATIONS))
+    assert executed == printed and len(executed) == 2 * (3 + len(ABLATIONS)) + 2  # and SOP's two XBM runs
     assert all(command[-3:] == ["--log_online", "--group", "paper"] for command in executed)
 
 
@@ -193,3 +210,22 @@ def test_each_recipe_is_written_once_and_each_run_states_only_what_differs():
                     seen.add(target)
                     pending.append(target)
         assert any(os.path.dirname(path).endswith("recipes") for path in seen), name
+
+
+@pytest.mark.parametrize("script, runs_per_seed", [("digits_ablation.sh", 3), ("digits_memory_ablation.sh", 4)])
+def test_the_digits_ablations_run_settings_that_parse(tmp_path, script, runs_per_seed):
+    """Each training the script starts parses as a run (a memory within the digits' 901 training images),
+    then the summariser reads the folder the runs were saved to."""
+    recorder = tmp_path / "record.sh"
+    log = tmp_path / "commands"
+    recorder.write_text(f'#!/bin/sh\nprintf "%s\\0" "$@" >> {log}\nprintf "\\n" >> {log}\n')
+    recorder.chmod(0o755)
+    subprocess.run(["bash", f"Sample_Runs/{script}", str(tmp_path / "runs")], cwd=REPO, check=True,
+                   env={**os.environ, "python": str(recorder)})
+    commands = [line.rstrip("\0").split("\0") for line in log.read_text().splitlines()]
+    trainings, summaries = commands[:3 * runs_per_seed], commands[3 * runs_per_seed:]
+    assert all(command[0] == "main.py" for command in trainings)
+    assert summaries and all(command[:3] == ["-m", "studies.summarize", str(tmp_path / "runs")] for command in summaries)
+    settings = [training.to_record(parameters.parse(command[1:])) for command in trainings]
+    assert len({record["savename"] for record in settings}) == len(settings)
+    assert all(record["xbm_size"] <= 901 for record in settings)
