@@ -53,6 +53,10 @@ def build_parser():
                         help="what the test images are ranked against: themselves (self), the gallery "
                              "(query_gallery, inshop) or the training images (train_gallery, for a dataset whose "
                              "train and test share classes); default: the dataset's")
+    parser.add_argument("--duplicates", default="warn", choices=datasets.DUPLICATE_POLICIES,
+                        help="an image listed twice, or files of one content, in the test split or between query "
+                             "and gallery: rank them as listed with a warning, stop, drop the copies, or keep them "
+                             "without looking")
     parser.add_argument("--bs", type=int, default=112, help="batch size")
     parser.add_argument("--kernels", type=int, default=min(8, os.cpu_count() or 1), help="dataloader workers")
     parser.add_argument("--gpu", type=int, default=0, help="CUDA device; CPU when none exists")
@@ -97,7 +101,8 @@ def run(opt):
         settings = evaluator.EvaluationSettings(
             evaluation_metrics=opt.evaluation_metrics or list(dict.fromkeys([*facts.metrics, "mAP@R"])),
             storage_metrics=(), evaluation_protocol=protocol)
-        data = datasets.DataSettings(opt.dataset, opt.source, **parameters.dataset_lists(opt))
+        data = datasets.DataSettings(opt.dataset, opt.source, duplicates=opt.duplicates,
+                                     **parameters.dataset_lists(opt))
     except SettingError as error:
         raise UserError(parameters.flags_named(error)) from None
     path, arch = opt.checkpoint, opt.arch
@@ -110,8 +115,14 @@ def run(opt):
     checkpoint = networks.load(path, arch, opt.embed_dim)
     device = torch.device(f"cuda:{opt.gpu}" if torch.cuda.is_available() else "cpu")
     distributed.use_cpu_threads()
-    # the input the network was trained on: BN-Inception's BGR 0-255, a timm model's size and interpolation
-    splits = datasets.load(data, **architectures.preprocessing(checkpoint.arch, checkpoint.config.get("image_size")))
+    # the input the network was trained on: BN-Inception's BGR 0-255, a timm model's size and interpolation,
+    # the --image_size it was trained at, also where the dataset fixes its own crop (digits)
+    image_size = checkpoint.config.get("image_size")
+    splits = datasets.load(data, workers=opt.kernels, image_size=image_size,
+                           **architectures.preprocessing(checkpoint.arch, image_size))
+    duplicates = datasets.duplicates.note(splits, opt.duplicates)
+    if duplicates:
+        print(duplicates, file=sys.stderr)
     try:
         evaluate = evaluator.setup(splits, settings, batch_size=opt.bs, workers=opt.kernels, rows=["test"])
     except SettingError as error:

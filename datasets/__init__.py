@@ -49,7 +49,7 @@ class DataSettings:
     tv_split_perc: float = 0.8
     tv_split_by_samples: bool = False
     on_bad_image: str = "fail"
-    duplicates: str = "fail"
+    duplicates: str = "warn"
     holdout_classes: int = 0
     folds: int = 0
     fold: int = 0
@@ -126,10 +126,21 @@ def load(settings: DataSettings, workers: int = 0, **preprocessing) -> dict[str,
                   lists=settings.lists(), **preprocessing)
 
 
+def dataset_preprocessing(name: str, backbone: Preprocessing, image_size: int | None = None) -> Preprocessing:
+    """The backbone's input with what the dataset fixes (digits' small crops); `image_size`, when
+    given, is the crop there too, the resize keeping the dataset's crop fraction."""
+    fixed = LOADERS.get(name).preprocessing
+    preprocessing = replace(backbone, **fixed)
+    if image_size and "crop_size" in fixed:
+        preprocessing = replace(preprocessing, crop_size=image_size,
+                                resize_size=image_size * preprocessing.resize_size // preprocessing.crop_size)
+    return preprocessing
+
+
 def select(name: str, source: str | None, *, augmentation: str = "base", crop_size: int = 224,
            resize_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD, use_tv_split: bool = False,
            tv_split_perc: float = 0.8, tv_split_by_samples: bool = False, on_bad_image: str = "fail",
-           duplicates: str = "fail",
+           duplicates: str = "warn",
            workers: int = 0, channel_order: str = "RGB", input_range: float = 1.0, interpolation: str = "bilinear",
            holdout_classes: int = 0, folds: int = 0, fold: int = 0,
            lists: dict | None = None, image_size: int | None = None) -> dict[str, ImageDataset]:
@@ -149,18 +160,16 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
     is an error.
 
     duplicates (datasets.duplicates: the same file twice, or files of one content, within a split
-    or between splits that meet): "fail" stops at them with their count and the first ones,
-    "drop" leaves the copies out, listed in each split's `duplicates`, "keep" ranks them as listed."""
+    or between splits that meet): "warn" ranks them as listed, as the released code does, each copy
+    named in its split's `duplicates` for `duplicates.note` to warn of; "fail" stops at them with
+    their count and the first ones; "drop" leaves the copies out, listed in each split's
+    `duplicates`; "keep" ranks them as listed without looking for them."""
     loader = LOADERS.get(name)
     if augmentation not in AUGMENTATIONS:
         raise UserError(f"unknown augmentation {augmentation!r}; choose one of {', '.join(AUGMENTATIONS)}")
-    preprocessing = replace(Preprocessing(crop_size, resize_size, tuple(mean), tuple(std),
-                                          channel_order=channel_order, input_range=input_range,
-                                          interpolation=interpolation),
-                            **loader.preprocessing)
-    if image_size and "crop_size" in loader.preprocessing:
-        preprocessing = replace(preprocessing, crop_size=image_size,
-                                resize_size=image_size * preprocessing.resize_size // preprocessing.crop_size)
+    preprocessing = dataset_preprocessing(name, Preprocessing(crop_size, resize_size, tuple(mean), tuple(std),
+                                                              channel_order=channel_order, input_range=input_range,
+                                                              interpolation=interpolation), image_size)
     if on_bad_image not in BAD_IMAGE_POLICIES:
         raise UserError(f"unknown --on_bad_image {on_bad_image!r}; choose one of {', '.join(BAD_IMAGE_POLICIES)}")
     loaded = loader.load(source, **{key: value for key, value in (lists or {}).items() if value})

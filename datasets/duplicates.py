@@ -9,6 +9,7 @@ never ranked together.
 Only files whose size another file shares are read: their first HEAD bytes are hashed, and only
 where those agree the whole file, in `workers` threads (hashlib and file reads release the GIL).
 """
+import copy
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ import numpy as np
 
 from errors import UserError
 
-DUPLICATE_POLICIES = ("fail", "drop", "keep")
+DUPLICATE_POLICIES = ("warn", "fail", "drop", "keep")
 HEAD = 64 * 1024  # bytes hashed before a whole file is: distinct images differ within them
 # The split whose copy is the original, first: the other copy is the one left out. The training
 # images stay whole (a run trains on what it was given); the gallery stays whole, its queries
@@ -29,7 +30,7 @@ EXAMPLES = 3  # duplicates named in a message
 
 @dataclass(frozen=True)
 class Duplicate:
-    split: str  # the split of the copy left out with --duplicates drop
+    split: str  # the split of the copy: the one left out with --duplicates drop
     index: int
     original_split: str
     original_index: int
@@ -129,9 +130,10 @@ def describe(duplicate: Duplicate, splits) -> str:
 
 
 def apply_policy(splits, policy, workers=0):
-    """`splits` under the duplicates policy: "fail" stops at duplicates (a UserError with their count
-    and the first ones), "drop" leaves each copy out (named in its split's `duplicates`), "keep"
-    ranks them as listed."""
+    """`splits` under the duplicates policy: "warn" ranks them as listed and names each copy in its
+    split's `duplicates` (note() words the warning), "fail" stops at duplicates (a UserError with
+    their count and the first ones), "drop" leaves each copy out (named in its split's
+    `duplicates`), "keep" ranks them as listed without looking for them."""
     if policy not in DUPLICATE_POLICIES:
         raise UserError(f"unknown --duplicates {policy!r}; choose one of {', '.join(DUPLICATE_POLICIES)}")
     if policy == "keep":
@@ -147,15 +149,31 @@ def apply_policy(splits, policy, workers=0):
         raise UserError(f"{len(duplicates)} duplicate image(s) ({', '.join(f'{n} in {s}' for s, n in counts.items())}"
                         f"; first: {first}): a copy ranked against its original, or a test image also trained on, "
                         "inflates the recall; remove the copies, or pass --duplicates drop to leave them out "
-                        "(--duplicates keep ranks them as listed)")
+                        "(--duplicates warn or keep ranks them as listed)")
     kept = dict(splits)
     for name in splits:
         copies = [duplicate for duplicate in duplicates if duplicate.split == name]
         if not copies:
             continue
         dataset = splits[name]
-        left_out = np.zeros(len(dataset), dtype=bool)
-        left_out[[duplicate.index for duplicate in copies]] = True
-        kept[name] = dataset.subset(np.flatnonzero(~left_out))
+        if policy == "drop":
+            left_out = np.zeros(len(dataset), dtype=bool)
+            left_out[[duplicate.index for duplicate in copies]] = True
+            kept[name] = dataset.subset(np.flatnonzero(~left_out))
+        else:  # warn: the released code's rankings, copies included, said out loud
+            kept[name] = copy.copy(dataset)
         kept[name].duplicates = dataset.duplicates + [describe(duplicate, splits) for duplicate in copies]
     return kept
+
+
+def note(splits, policy) -> str | None:
+    """The line that says what became of the duplicates `apply_policy` found, None without any."""
+    # a split cut out of another shares its list: each copy once
+    copies = list(dict.fromkeys(copy for dataset in splits.values() for copy in dataset.duplicates))
+    if not copies:
+        return None
+    if policy == "drop":
+        return f"left out {len(copies)} duplicate image(s) (--duplicates drop; first: {copies[0]})"
+    return (f"warning: kept {len(copies)} duplicate image(s), ranked as listed as the released code does "
+            f"(first: {copies[0]}); a copy ranked against its original, or a test image also trained on, "
+            "inflates the recall: --duplicates drop leaves them out, --duplicates fail stops the run")

@@ -64,7 +64,7 @@ class ImageDataset(Dataset):
         self.pixels = pixels
         self.transform = transform
         self.bad_files = []  # files of the dataset's folders that are not readable images
-        self.duplicates = []  # the copies left out (datasets.duplicates), each described
+        self.duplicates = []  # the copies found (datasets.duplicates; left out under "drop"), each described
 
     @property
     def n_classes(self) -> int:

@@ -117,12 +117,12 @@ def describe(state):
 def evaluation_preprocessing(checkpoint):
     """The Preprocessing values of the network's evaluation input: its backbone's, with the
     overrides of the dataset it was trained on (e.g. digits' small crops)."""
-    overrides = dict(architectures.preprocessing(checkpoint.arch, checkpoint.config.get("image_size")))
+    image_size = checkpoint.config.get("image_size")
+    backbone = architectures.preprocessing(checkpoint.arch, image_size)
+    backbone = Preprocessing(**{key: value for key, value in backbone.items()
+                                if key in Preprocessing.__dataclass_fields__})
     dataset = checkpoint.config.get("dataset")
-    if dataset in datasets.LOADERS:
-        overrides |= datasets.LOADERS[dataset].preprocessing
-    return Preprocessing(**{key: value for key, value in overrides.items()
-                            if key in Preprocessing.__dataclass_fields__})
+    return datasets.dataset_preprocessing(dataset, backbone, image_size) if dataset in datasets.LOADERS else backbone
 
 
 def evaluation_transform(checkpoint):

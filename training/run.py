@@ -126,10 +126,9 @@ class Run:
         bad_files = sorted({path for dataset in splits.values() for path in dataset.bad_files})
         if bad_files and context.is_main:
             print(f"skipped {len(bad_files)} files that are not readable images (first: {bad_files[0]})")
-        # a split cut out of another shares its list: each copy once
-        copies = list(dict.fromkeys(copy for dataset in splits.values() for copy in dataset.duplicates))
-        if copies and context.is_main:
-            print(f"left out {len(copies)} duplicate image(s) (--duplicates drop; first: {copies[0]})")
+        duplicates = datasets.duplicates.note(splits, settings.data.duplicates)
+        if duplicates and context.is_main:
+            print(duplicates)
         self.model = model = architectures.build(settings.model).to(device)
         if settings.model.init_from is not None:
             try:

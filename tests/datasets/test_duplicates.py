@@ -37,7 +37,7 @@ def select_lists(tmp_path, train, test, **options):
 def test_a_test_list_naming_each_image_twice_stops_with_the_count_and_the_first(tmp_path, images):
     test = images[6:] + images[6:]
     with pytest.raises(UserError) as error:
-        select_lists(tmp_path, images[:6], test)
+        select_lists(tmp_path, images[:6], test, duplicates="fail")
     message = str(error.value)
     assert message.startswith("6 duplicate image(s) (6 in test; first: test ")
     assert "img/6.png (" in message and "test.txt line 7) is listed again from test line 1" in message
@@ -45,6 +45,12 @@ def test_a_test_list_naming_each_image_twice_stops_with_the_count_and_the_first(
     dropped = select_lists(tmp_path, images[:6], test, duplicates="drop")["test"]
     assert len(dropped) == 6 and len(dropped.duplicates) == 6
     assert len(select_lists(tmp_path, images[:6], test, duplicates="keep")["test"]) == 12
+    warned = select_lists(tmp_path, images[:6], test)  # the default: ranked as the released code ranks them
+    assert len(warned["test"]) == 12 and len(warned["test"].duplicates) == 6
+    note = duplicates.note(warned, "warn")
+    assert note.startswith("warning: kept 6 duplicate image(s), ranked as listed") and "\n" not in note
+    assert "--duplicates drop" in note and "--duplicates fail" in note
+    assert duplicates.note(select_lists(tmp_path, images[:6], images[6:]), "warn") is None
 
 
 def test_test_images_that_are_training_images_by_content(tmp_path, images):
@@ -54,7 +60,7 @@ def test_test_images_that_are_training_images_by_content(tmp_path, images):
     test = images[6:] + [("img/copy_0.png", 0), ("img/copy_1.png", 0)]
     with pytest.raises(UserError, match=r"2 duplicate image\(s\) \(2 in test; first: test .*copy_0.png .* is the "
                                         r"same content as train .*img/0.png"):
-        select_lists(tmp_path, images[:6], test)
+        select_lists(tmp_path, images[:6], test, duplicates="fail")
     splits = select_lists(tmp_path, images[:6], test, duplicates="drop")
     assert len(splits["train"]) == 6 and len(splits["test"]) == 6  # the training images stay whole
     assert not any("copy" in path for path in splits["test"].paths)
@@ -68,7 +74,7 @@ def test_an_inshop_query_also_in_the_gallery(tmp_path):
     partition.write_text("\n".join(lines + [gallery_line.replace(" gallery", " query")]) + "\n")
     with pytest.raises(UserError, match=r"1 duplicate image\(s\) \(1 in query; first: query .*02_2_front.jpg .* is "
                                         "listed again from gallery"):
-        datasets.select("inshop", str(root), **SMALL)
+        datasets.select("inshop", str(root), duplicates="fail", **SMALL)
     splits = datasets.select("inshop", str(root), duplicates="drop", **SMALL)
     assert (len(splits["query"]), len(splits["gallery"])) == (3, 6)
 
@@ -90,7 +96,7 @@ def test_validation_and_test_are_not_compared_and_the_first_copy_stays(tmp_path,
              "test_list": write_list(tmp_path / "test.txt", images[6:] + images[6:7])}
     with pytest.raises(UserError, match=r"1 duplicate image\(s\) \(1 in test; .*line 7\) is listed again from test "
                                         "line 1"):
-        datasets.select("list", None, lists=lists, **SMALL)
+        datasets.select("list", None, lists=lists, duplicates="fail", **SMALL)
     test = datasets.select("list", None, lists=lists, duplicates="drop", **SMALL)["test"]
     assert test.paths == [str(tmp_path / image) for image, _ in images[6:]]
     assert np.array_equal(np.bincount(test.labels), [3, 3])
@@ -107,20 +113,24 @@ def test_verify_counts_the_duplicates(tmp_path, images):
 
 def test_the_flag_and_its_bad_values(capsys):
     assert parameters.parse(["--dataset", "digits", "--duplicates", "drop"]).data.duplicates == "drop"
-    assert parameters.parse(["--dataset", "digits"]).data.duplicates == "fail"
+    assert parameters.parse(["--dataset", "digits"]).data.duplicates == "warn"
     with pytest.raises(SystemExit):
         parameters.parse(["--dataset", "digits", "--duplicates", "ignore"])
     assert "--duplicates" in capsys.readouterr().err
 
 
-def test_a_run_says_how_many_copies_it_left_out(tmp_path, images, capsys):
+@pytest.mark.parametrize("policy, sizes, said", [
+    ("drop", (6, 6), "left out 3 duplicate image(s) (--duplicates drop; first: train "),
+    (None, (8, 7), "warning: kept 3 duplicate image(s), ranked as listed as the released code does (first: train ")])
+def test_a_run_says_how_many_copies_it_left_out_or_kept(tmp_path, images, capsys, policy, sizes, said):
     from training.run import Run
 
     argv = ["--dataset", "list", "--train_list", write_list(tmp_path / "train.txt", images[:6] + images[:2]),
-            "--test_list", write_list(tmp_path / "test.txt", images[6:] + images[:1]), "--duplicates", "drop",
+            "--test_list", write_list(tmp_path / "test.txt", images[6:] + images[:1]),
             "--arch", "resnet18_frozen_normalize", "--not_pretrained", "--embed_dim", "8", "--image_size", "32",
             "--bs", "4", "--samples_per_class", "2", "--kernels", "0", "--n_epochs", "1",
-            "--save_path", str(tmp_path / "runs")]
+            "--save_path", str(tmp_path / "runs"), *(["--duplicates", policy] if policy else [])]
     state = Run(parameters.parse(argv))
-    assert (len(state.splits["train"]), len(state.splits["test"])) == (6, 6)
-    assert "left out 3 duplicate image(s) (--duplicates drop; first: train " in capsys.readouterr().out
+    assert (len(state.splits["train"]), len(state.splits["test"])) == sizes
+    output = capsys.readouterr().out
+    assert said in output and output.count("duplicate image(s)") == 1

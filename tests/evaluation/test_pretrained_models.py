@@ -170,3 +170,52 @@ def test_an_inshop_checkpoint_is_tested_query_against_gallery(tmp_path, capsys):
                                        "mAP@R"]
     assert report["metrics"]["e_recall@10"] == 1.0  # the 6 gallery images are all within 10
     assert "against the 6 gallery images" in out
+
+
+def digits_checkpoint(tmp_path, image_size=None):
+    network = architectures.select("resnet18_normalize", 16, pretrained=False, image_size=image_size)
+    path = tmp_path / "checkpoint_last.pth"
+    torch.save({"network": network.state_dict(), "arch": "resnet18_normalize", "embed_dim": 16, "epoch": 1,
+                "config": {"dataset": "digits", **({"image_size": image_size} if image_size else {})}}, path)
+    return network, path
+
+
+def test_a_digits_network_trained_at_another_size_is_tested_at_that_size(tmp_path, capsys):
+    network, path = digits_checkpoint(tmp_path, image_size=48)
+    code, _, err = run_in_process(["--dataset", "digits", "--checkpoint", str(path), "--kernels", "0",
+                                   "--save_embeddings", str(tmp_path / "e.npy")], capsys)
+    assert code == 0, err
+    test = datasets.select("digits", None, image_size=48, **architectures.preprocessing("resnet18_normalize", 48))
+    test = test["test"]
+    assert test[0][0].shape == (3, 48, 48)
+    with torch.no_grad():
+        direct = network.eval()(torch.stack([test[index][0] for index in range(len(test))])).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), direct, atol=1e-5)
+    from evaluation import networks  # export, classify, the index and explain take the same input
+
+    assert networks.evaluation_preprocessing(networks.load(str(path))).crop_size == 48
+    assert networks.evaluation_preprocessing(networks.load(str(digits_checkpoint(tmp_path)[1]))).crop_size == 32
+
+
+@pytest.mark.parametrize("policy", [None, "drop", "fail"])
+def test_duplicates_in_the_test_split_are_warned_of_dropped_or_stop(tmp_path, capsys, policy):
+    from tests.images import write_image
+
+    rows = []
+    for number in range(8):
+        write_image(tmp_path / "img" / f"{number}.png", seed=number)
+        rows.append(f"img/{number}.png {number // 2}\n")
+    (tmp_path / "train.txt").write_text("".join(rows[:4]))
+    (tmp_path / "test.txt").write_text("".join(rows[4:] + rows[4:6]))  # two test images listed twice
+    _, path = digits_checkpoint(tmp_path)
+    argv = ["--dataset", "list", "--train_list", str(tmp_path / "train.txt"), "--test_list",
+            str(tmp_path / "test.txt"), "--checkpoint", str(path), "--kernels", "0",
+            *(["--duplicates", policy] if policy else [])]
+    code, _, err = run_in_process(argv, capsys)
+    if policy == "fail":
+        assert_one_line_error(code, err, "2 duplicate image(s) (2 in test", "--duplicates drop")
+        return
+    assert code == 0, err
+    report = json.loads((tmp_path / "checkpoint_last_test.json").read_text())
+    assert report["images"] == (4 if policy == "drop" else 6)
+    assert ("warning: kept 2 duplicate image(s)" in err) == (policy is None)
