@@ -25,6 +25,25 @@ def run_main(argv):
     return 0
 
 
+def run_command(main, argv, capsys):
+    """A command's main(ARGV) in this process: (exit status, stdout, stderr), 0 when it returns."""
+    try:
+        status = main([str(flag) for flag in argv])
+    except SystemExit as stop:
+        status = stop.code
+    captured = capsys.readouterr()
+    return status or 0, captured.out, captured.err
+
+
+def assert_one_line_error(status, stderr, *fragments):
+    """Exit status 2 and one `error:` line holding each of `fragments`, no traceback."""
+    lines = stderr.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("error:"), stderr
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 PATIENCE = 3600  # seconds
 
 

@@ -132,8 +132,8 @@ def test_rank_share_gives_each_rank_whole_classes_of_every_global_batch():
 @pytest.mark.slow
 def test_torchrun_trains_a_digits_epoch_with_two_processes(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(distributed.free_port()), "main.py", *DIGITS, "--bs", "40", "--n_epochs", "1", "--PSD", "--OBDP", "--no_reports",
-               "--save_path", str(tmp_path), "--savename", "ddp"]
+               str(distributed.free_port()), "main.py", *DIGITS, "--bs", "40", "--n_epochs", "1", "--PSD", "--OBDP",
+               "--no_reports", "--save_path", str(tmp_path), "--savename", "ddp"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=program.PATIENCE,
                             env=program.environment())
     assert result.returncode == 0, result.stderr[-3000:]

@@ -225,7 +225,8 @@ def test_the_digits_ablations_run_settings_that_parse(tmp_path, script, runs_per
     commands = [line.rstrip("\0").split("\0") for line in log.read_text().splitlines()]
     trainings, summaries = commands[:3 * runs_per_seed], commands[3 * runs_per_seed:]
     assert all(command[0] == "main.py" for command in trainings)
-    assert summaries and all(command[:3] == ["-m", "studies.summarize", str(tmp_path / "runs")] for command in summaries)
+    summarize = ["-m", "studies.summarize", str(tmp_path / "runs")]
+    assert summaries and all(command[:3] == summarize for command in summaries)
     settings = [training.to_record(parameters.parse(command[1:])) for command in trainings]
     assert len({record["savename"] for record in settings}) == len(settings)
     assert all(record["xbm_size"] <= 901 for record in settings)

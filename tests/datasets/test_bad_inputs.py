@@ -12,21 +12,11 @@ import datasets
 from datasets import image_dataset, prepare, verify
 from errors import UserError, one_line
 from tests.images import write_image, write_lists
-from tests.program import run_main
+from tests.program import assert_one_line_error, run_command, run_main
 
 
 def run_prepare(argv, capsys):
-    with pytest.raises(SystemExit) as stop:
-        prepare.main([str(flag) for flag in argv])
-    captured = capsys.readouterr()
-    return stop.value.code, captured.out, captured.err
-
-
-def assert_one_line(status, stderr, *fragments):
-    lines = stderr.strip().splitlines()
-    assert status == 2 and len(lines) == 1 and lines[0].startswith("error:"), stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+    return run_command(prepare.main, argv, capsys)
 
 
 @pytest.fixture
@@ -42,7 +32,7 @@ def test_prepare_on_a_truncated_tgz(car_images, tmp_path, capsys):
     data = (tmp_path / "car_ims.tgz").read_bytes()
     (tmp_path / "car_ims.tgz").write_bytes(data[:len(data) // 2])
     status, _, err = run_prepare(["cars196", tmp_path / "car_ims.tgz", "--out", tmp_path / "out"], capsys)
-    assert_one_line(status, err, "car_ims.tgz", "corrupt or incomplete", "download it again")
+    assert_one_line_error(status, err, "car_ims.tgz", "corrupt or incomplete", "download it again")
 
 
 def test_prepare_on_an_archive_with_an_absolute_link(tmp_path, capsys):
@@ -51,7 +41,7 @@ def test_prepare_on_an_archive_with_an_absolute_link(tmp_path, capsys):
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         archive.addfile(link)
     status, _, err = run_prepare(["cars196", tmp_path / "evil.tar", "--out", tmp_path / "out"], capsys)
-    assert_one_line(status, err, "evil.tar", "car_ims/passwd", "absolute path", "not extracted")
+    assert_one_line_error(status, err, "evil.tar", "car_ims/passwd", "absolute path", "not extracted")
     assert not (tmp_path / "out" / "car_ims" / "passwd").exists()
 
 
@@ -59,7 +49,7 @@ def test_prepare_with_out_an_existing_file(car_images, tmp_path, capsys):
     (tmp_path / "taken").write_text("a file")
     status, _, err = run_prepare(["cars196", car_images / "car_ims" / "000000.jpg", "--out", tmp_path / "taken"],
                                  capsys)
-    assert_one_line(status, err, f"--out {tmp_path / 'taken'} is a file, not a folder")
+    assert_one_line_error(status, err, f"--out {tmp_path / 'taken'} is a file, not a folder")
 
 
 @pytest.mark.parametrize("name", ["Stanford_Online_Products.zip", "car_ims.tgz"])
@@ -69,7 +59,7 @@ def test_prepare_on_a_corrupt_archive_says_so_and_copies_nothing(name, tmp_path,
         archive.write(tmp_path / "a.jpg", "Stanford_Online_Products/a.jpg")
     (tmp_path / name).write_bytes((tmp_path / "whole.zip").read_bytes()[:100])
     status, _, err = run_prepare(["online_products", tmp_path / name, "--out", tmp_path / "out"], capsys)
-    assert_one_line(status, err, name, "not a readable archive", "download it again")
+    assert_one_line_error(status, err, name, "not a readable archive", "download it again")
     assert not (tmp_path / "out" / name).exists()
 
 
@@ -139,9 +129,9 @@ def test_an_empty_list_is_one_line_before_the_run_folder(emptied, tmp_path, caps
     (root / emptied).write_text("\n")
     with pytest.raises(SystemExit) as stop:
         verify.main([str(flag) for flag in list_flags(root)] + ["--kernels", "0", "--partial"])
-    assert_one_line(stop.value.code, capsys.readouterr().err, f"{root / emptied} lists no images")
+    assert_one_line_error(stop.value.code, capsys.readouterr().err, f"{root / emptied} lists no images")
     status = run_main(tiny_run(root, tmp_path))
-    assert_one_line(status, capsys.readouterr().err, f"{root / emptied} lists no images")
+    assert_one_line_error(status, capsys.readouterr().err, f"{root / emptied} lists no images")
     assert not (tmp_path / "runs").exists()
 
 
@@ -152,5 +142,5 @@ def test_a_split_left_without_images_by_skip_is_one_line(tmp_path, capsys):
     for image in (root / "images" / "004").iterdir():
         image.write_bytes(b"")
     status = run_main(tiny_run(root, tmp_path, "--on_bad_image", "skip"))
-    assert_one_line(status, capsys.readouterr().err, "test split", "no readable image", "CUB200_val.txt")
+    assert_one_line_error(status, capsys.readouterr().err, "test split", "no readable image", "CUB200_val.txt")
     assert not (tmp_path / "runs").exists()

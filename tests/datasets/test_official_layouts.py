@@ -24,7 +24,7 @@ from tests.images import (
     write_lists,
     write_sop_official,
 )
-from tests.program import run_main
+from tests.program import assert_one_line_error, run_command, run_main
 from training.folder import read_csv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,18 +69,7 @@ def source_flags(source, extra):
 
 def run_verify(argv, capsys):
     """python -m datasets.verify ARGV in this process: (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as stop:
-        verify.main([str(flag) for flag in argv])
-    captured = capsys.readouterr()
-    return stop.value.code, captured.out, captured.err
-
-
-def one_line_error(status, stderr, *fragments):
-    lines = stderr.strip().splitlines()
-    assert status == 2 and len(lines) == 1 and lines[0].startswith("error:"), stderr
-    assert "Traceback" not in stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+    return run_command(verify.main, argv, capsys)
 
 
 def test_the_three_cars_layouts_give_the_same_split_in_the_same_class_order(tmp_path):
@@ -132,7 +121,7 @@ def test_verify_decodes_in_worker_processes_and_names_a_missing_or_corrupt_file(
 def test_verify_on_another_datasets_folder_is_one_line(tmp_path, capsys):
     _, source, _ = sop_official(tmp_path)
     status, _, err = run_verify(["--dataset", "cars196", "--source", source, "--kernels", "0"], capsys)
-    one_line_error(status, err, "no cars196 layout", "cars_annos.mat")
+    assert_one_line_error(status, err, "no cars196 layout", "cars_annos.mat")
 
 
 @pytest.mark.parametrize("miniature", MINIATURES, ids=lambda miniature: miniature.__name__)
@@ -208,15 +197,15 @@ def test_prepare_refuses_an_archive_that_writes_outside_the_folder(tmp_path, cap
     with tarfile.open(tmp_path / "evil.tar", "w") as archive:
         archive.add(tmp_path / "image.jpg", arcname="../escaped.jpg")
     status, _, err = run_prepare(["cars196", tmp_path / "evil.tar", "--out", tmp_path / "out"], capsys)
-    one_line_error(status, err, "evil.tar holds ../escaped.jpg, outside the output folder")
+    assert_one_line_error(status, err, "evil.tar holds ../escaped.jpg, outside the output folder")
     assert not (tmp_path / "escaped.jpg").exists()
     status, _, err = run_prepare(["cars196", tmp_path / "absent.tgz", "--out", tmp_path / "out"], capsys)
-    one_line_error(status, err, "no file", "absent.tgz")
+    assert_one_line_error(status, err, "no file", "absent.tgz")
 
 
 def test_prepare_of_another_datasets_archive_is_one_line(tmp_path, capsys):
     status, _, err = run_prepare(["cars196", *archives_of_sop(tmp_path), "--out", tmp_path / "out"], capsys)
-    one_line_error(status, err, "no cars196 layout")
+    assert_one_line_error(status, err, "no cars196 layout")
 
 
 def run_on(name, source, extra, tmp_path, capsys):
@@ -231,7 +220,7 @@ def test_a_list_label_that_is_not_an_integer(tmp_path, capsys):
     path = tmp_path / "CUB200_train.txt"
     path.write_text(path.read_text().replace("images/002/0.jpg 2", "images/002/0.jpg Laysan_Albatross"))
     status, err = run_on(name, source, extra, tmp_path, capsys)
-    one_line_error(status, err, "CUB200_train.txt line 3 is 'images/002/0.jpg Laysan_Albatross'",
+    assert_one_line_error(status, err, "CUB200_train.txt line 3 is 'images/002/0.jpg Laysan_Albatross'",
                    "expected one 'path label' a line, the label an integer")
     assert not (tmp_path / "runs").exists()
 
@@ -272,14 +261,14 @@ def test_cars_annotation_problems_are_one_line(damage, fragments, tmp_path, caps
     name, source, extra = cars_official(tmp_path)
     damage(source)
     status, err = run_on(name, source, extra, tmp_path, capsys)
-    one_line_error(status, err, *fragments)
+    assert_one_line_error(status, err, *fragments)
 
 
 def test_a_devkit_without_the_labelled_test_annotations(tmp_path, capsys):
     name, source, extra = cars_devkit(tmp_path)
     (source / "devkit" / "cars_test_annos_withlabels.mat").rename(source / "devkit" / "cars_test_annos.mat")
     status, err = run_on(name, source, extra, tmp_path, capsys)
-    one_line_error(status, err, "missing", "cars_test_annos_withlabels.mat")
+    assert_one_line_error(status, err, "missing", "cars_test_annos_withlabels.mat")
 
 
 def test_a_half_extracted_sop_names_the_list_line_of_the_missing_image(tmp_path, capsys):
@@ -287,7 +276,8 @@ def test_a_half_extracted_sop_names_the_list_line_of_the_missing_image(tmp_path,
     for image in (source / "Stanford_Online_Products" / "chair_final").iterdir():
         image.unlink()
     status, err = run_on(name, source, extra, tmp_path, capsys)
-    one_line_error(status, err, "4 image file(s) missing", "chair_final/3_0.JPG", "Ebay_test.txt line 2) is missing")
+    assert_one_line_error(status, err, "4 image file(s) missing", "chair_final/3_0.JPG",
+                          "Ebay_test.txt line 2) is missing")
 
 
 def test_an_inat_list_line_that_is_not_an_image_path(tmp_path, capsys):
@@ -295,14 +285,15 @@ def test_an_inat_list_line_that_is_not_an_image_path(tmp_path, capsys):
     path = source / "Inaturalist_test_set1.txt"
     path.write_text(path.read_text() + "913.jpg\n")
     status, err = run_on(name, source, extra, tmp_path, capsys)
-    one_line_error(status, err, "Inaturalist_test_set1.txt line 5 is '913.jpg'", "train_val2018/<kingdom>/<species>")
+    assert_one_line_error(status, err, "Inaturalist_test_set1.txt line 5 is '913.jpg'",
+                          "train_val2018/<kingdom>/<species>")
 
 
 def test_tsinghua_dogs_val_classes_must_be_training_classes(tmp_path, capsys):
     name, source, extra = dogs(tmp_path)
     write_image(source / "val" / "7-n000999-Husky" / "n999.jpg")
     status, err = run_on(name, source, extra, tmp_path, capsys)
-    one_line_error(status, err, "holds 1 class folder(s) that train/ lacks (e.g. n000999-Husky)")
+    assert_one_line_error(status, err, "holds 1 class folder(s) that train/ lacks (e.g. n000999-Husky)")
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -69,21 +69,7 @@ def test_paper_checkpoint_gives_the_recall_of_embeddings_computed_directly(cub_t
 
 
 def run_in_process(argv, capsys):
-    try:
-        Test_pretrained_models.main(argv)
-    except SystemExit as stop:
-        captured = capsys.readouterr()
-        return stop.code, captured.out, captured.err
-    captured = capsys.readouterr()
-    return 0, captured.out, captured.err
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+    return program.run_command(Test_pretrained_models.main, argv, capsys)
 
 
 def test_a_checkpoint_of_another_network_says_what_it_holds(tmp_path, capsys):
@@ -91,7 +77,7 @@ def test_a_checkpoint_of_another_network_says_what_it_holds(tmp_path, capsys):
     torch.save(paper_checkpoint(torchvision.models.resnet18(), 32), path)
     code, _, err = run_in_process(["--dataset", "digits", "--checkpoint", str(path), "--arch",
                                    "resnet50_frozen_normalize", "--embed_dim", "128"], capsys)
-    assert_one_line_error(code, err, "resnet18 with embed_dim 32", "_double cannot be read", "--arch resnet50")
+    program.assert_one_line_error(code, err, "resnet18 with embed_dim 32", "_double cannot be read", "--arch resnet50")
 
 
 def test_published_checkpoints_are_found_by_the_paper_flags(cub_tree, tmp_path, capsys):
@@ -109,9 +95,9 @@ def test_published_checkpoints_are_found_by_the_paper_flags(cub_tree, tmp_path, 
     assert 0 <= report["metrics"]["mAP@R"] <= 1 and report["images"] == 9
 
     code, _, err = run_in_process(["--dataset", "digits", "--PSD", "--results_root", str(tmp_path)], capsys)
-    assert_one_line_error(code, err, os.path.join(str(tmp_path), "Recall", "PSD", "digits", "net.pth"))
+    program.assert_one_line_error(code, err, os.path.join(str(tmp_path), "Recall", "PSD", "digits", "net.pth"))
     code, _, err = run_in_process(["--dataset", "digits"], capsys)
-    assert_one_line_error(code, err, "--PSD", "--checkpoint")
+    program.assert_one_line_error(code, err, "--PSD", "--checkpoint")
 
 
 def test_this_codebases_checkpoints_carry_their_arch(cub_tree, tmp_path, capsys):
@@ -126,10 +112,10 @@ def test_this_codebases_checkpoints_carry_their_arch(cub_tree, tmp_path, capsys)
     assert code == 0, err
     assert json.loads(out_file.read_text())["format"] == "codebase" and "codebase format" in out
     code, _, err = run_in_process(["--dataset", "digits", "--checkpoint", str(path), "--embed_dim", "32"], capsys)
-    assert_one_line_error(code, err, "embed_dim 16", "--embed_dim 32")
+    program.assert_one_line_error(code, err, "embed_dim 16", "--embed_dim 32")
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
     code, _, err = run_in_process(["--dataset", "digits", "--checkpoint", str(tmp_path / "broken.pth")], capsys)
-    assert_one_line_error(code, err, "broken.pth", "not a readable checkpoint")
+    program.assert_one_line_error(code, err, "broken.pth", "not a readable checkpoint")
 
 
 @pytest.mark.parametrize("content", ["image,label\nimg_0.jpg,3\n", "hello world\n", "{not: pickle}", ""])
@@ -139,7 +125,7 @@ def test_every_command_refuses_a_text_file_given_as_a_checkpoint(tmp_path, capsy
 
     path = tmp_path / "notes.csv"
     path.write_text(content)
-    assert_one_line_error(*run_in_process(["--dataset", "digits", "--checkpoint", str(path)], capsys)[::2],
+    program.assert_one_line_error(*run_in_process(["--dataset", "digits", "--checkpoint", str(path)], capsys)[::2],
                           f"{path} is not a readable checkpoint")
     for command, argv in [(run_main, ["--dataset", "digits", "--not_pretrained", "--arch", "resnet18",
                                        "--init_from", str(path), "--save_path", str(tmp_path / "runs")]),
@@ -149,7 +135,7 @@ def test_every_command_refuses_a_text_file_given_as_a_checkpoint(tmp_path, capsy
             code = command(argv)
         except SystemExit as stop:
             code = stop.code
-        assert_one_line_error(code, capsys.readouterr().err, f"{path} is not a readable checkpoint")
+        program.assert_one_line_error(code, capsys.readouterr().err, f"{path} is not a readable checkpoint")
     assert not (tmp_path / "runs").exists()
 
 
@@ -213,7 +199,7 @@ def test_duplicates_in_the_test_split_are_warned_of_dropped_or_stop(tmp_path, ca
             *(["--duplicates", policy] if policy else [])]
     code, _, err = run_in_process(argv, capsys)
     if policy == "fail":
-        assert_one_line_error(code, err, "2 duplicate image(s) (2 in test", "--duplicates drop")
+        program.assert_one_line_error(code, err, "2 duplicate image(s) (2 in test", "--duplicates drop")
         return
     assert code == 0, err
     report = json.loads((tmp_path / "checkpoint_last_test.json").read_text())
