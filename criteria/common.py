@@ -18,6 +18,15 @@ def reference_embeddings(batch, references=None):
     return batch if references is None else references.embeddings
 
 
+def triplet_distances(distance, batch, references, anchors, positives, negatives, **options):
+    """d(anchor, positive) and d(anchor, negative) of mined triplets, the positive and negative taken
+    from the references (the batch without them); `options` go to the distance (squared=True)."""
+    refs = reference_embeddings(batch, references)
+    anchor_embeddings = batch[anchors]
+    return distance(anchor_embeddings, refs[positives], **options), distance(anchor_embeddings, refs[negatives],
+                                                                             **options)
+
+
 def pair_masks(labels, references=None):
     """(positives, negatives), B x R: same label but not the anchor's own image, and different label.
     Without references R = B and the own image is the diagonal (a batch that drew one image twice

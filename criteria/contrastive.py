@@ -1,7 +1,7 @@
 from torch.nn import functional as F
 
 from criteria.base import CRITERIA, Criterion
-from criteria.common import mean_or_zero, reference_embeddings
+from criteria.common import mean_or_zero, triplet_distances
 
 
 @CRITERIA.register("contrastive")
@@ -21,8 +21,5 @@ class Contrastive(Criterion):
 
     def forward(self, batch, labels, references=None):
         anchors, positives, negatives = self.miner(batch, labels, references)
-        refs = reference_embeddings(batch, references)
-        anchor_embeddings = batch[anchors]
-        d_ap = self.distance(anchor_embeddings, refs[positives])
-        d_an = self.distance(anchor_embeddings, refs[negatives])
+        d_ap, d_an = triplet_distances(self.distance, batch, references, anchors, positives, negatives)
         return mean_or_zero(F.relu(d_ap - self.pos_margin)) + mean_or_zero(F.relu(self.neg_margin - d_an))

@@ -3,7 +3,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from criteria.base import CRITERIA, DEFAULT_CLASSES, Criterion
-from criteria.common import reference_embeddings
+from criteria.common import triplet_distances
 
 
 @CRITERIA.register("margin")
@@ -34,10 +34,7 @@ class Margin(Criterion):
 
     def forward(self, batch, labels, references=None):
         anchors, positives, negatives = self.miner(batch, labels, references)
-        refs = reference_embeddings(batch, references)
-        anchor_embeddings = batch[anchors]
-        d_ap = self.distance(anchor_embeddings, refs[positives])
-        d_an = self.distance(anchor_embeddings, refs[negatives])
+        d_ap, d_an = triplet_distances(self.distance, batch, references, anchors, positives, negatives)
         beta = self.beta if self.beta_constant else self.beta[labels[anchors]]
         pos_loss = F.relu(d_ap - beta + self.margin)
         neg_loss = F.relu(beta - d_an + self.margin)
