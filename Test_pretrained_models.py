@@ -53,10 +53,11 @@ def build_parser():
                         help="what the test images are ranked against: themselves (self), the gallery "
                              "(query_gallery, inshop) or the training images (train_gallery, for a dataset whose "
                              "train and test share classes); default: the dataset's")
+    # published checkpoints on the published benchmarks: ranked as their authors' code ranked them
     parser.add_argument("--duplicates", default="warn", choices=datasets.DUPLICATE_POLICIES,
                         help="an image listed twice, or files of one content, in the test split or between query "
-                             "and gallery: rank them as listed with a warning, stop, drop the copies, or keep them "
-                             "without looking")
+                             "and gallery: rank them as listed with a warning (as the released code does), stop, "
+                             "drop the copies, or keep them without looking")
     parser.add_argument("--bs", type=int, default=112, help="batch size")
     parser.add_argument("--kernels", type=int, default=min(8, os.cpu_count() or 1), help="dataloader workers")
     parser.add_argument("--gpu", type=int, default=0, help="CUDA device; CPU when none exists")

@@ -161,9 +161,9 @@ def build_parser():
                       help="a file that is not a readable image stops the run, or is skipped and counted")
     data.add_argument("--duplicates", default=DEFAULTS["duplicates"], choices=datasets.DUPLICATE_POLICIES,
                       help="an image listed twice, or files of one content, within a split or between splits that "
-                           "meet (train and the others, query and gallery): rank them as listed with a warning (as "
-                           "the released code ranks them), stop, drop the copies and count them, or keep them "
-                           "without looking")
+                           "meet (train and the others, query and gallery): stop, rank them as listed with a "
+                           "warning (as the released code does; the paper recipes' choice), drop the copies and "
+                           "count them, or keep them without looking")
 
     loss = parser.add_argument_group("criterion")
     loss.add_argument("--loss", default=DEFAULTS["loss"], type=_loss,

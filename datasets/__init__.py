@@ -49,7 +49,7 @@ class DataSettings:
     tv_split_perc: float = 0.8
     tv_split_by_samples: bool = False
     on_bad_image: str = "fail"
-    duplicates: str = "warn"
+    duplicates: str = "fail"
     holdout_classes: int = 0
     folds: int = 0
     fold: int = 0
@@ -140,7 +140,7 @@ def dataset_preprocessing(name: str, backbone: Preprocessing, image_size: int | 
 def select(name: str, source: str | None, *, augmentation: str = "base", crop_size: int = 224,
            resize_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD, use_tv_split: bool = False,
            tv_split_perc: float = 0.8, tv_split_by_samples: bool = False, on_bad_image: str = "fail",
-           duplicates: str = "warn",
+           duplicates: str = "fail",
            workers: int = 0, channel_order: str = "RGB", input_range: float = 1.0, interpolation: str = "bilinear",
            holdout_classes: int = 0, folds: int = 0, fold: int = 0,
            lists: dict | None = None, image_size: int | None = None) -> dict[str, ImageDataset]:
@@ -160,9 +160,9 @@ def select(name: str, source: str | None, *, augmentation: str = "base", crop_si
     is an error.
 
     duplicates (datasets.duplicates: the same file twice, or files of one content, within a split
-    or between splits that meet): "warn" ranks them as listed, as the released code does, each copy
-    named in its split's `duplicates` for `duplicates.note` to warn of; "fail" stops at them with
-    their count and the first ones; "drop" leaves the copies out, listed in each split's
+    or between splits that meet): "fail" stops at them with their count and the first ones; "warn"
+    ranks them as listed, as the released code does, each copy named in its split's `duplicates`
+    for `duplicates.note` to warn of; "drop" leaves the copies out, listed in each split's
     `duplicates`; "keep" ranks them as listed without looking for them."""
     loader = LOADERS.get(name)
     if augmentation not in AUGMENTATIONS:

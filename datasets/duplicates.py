@@ -19,7 +19,7 @@ import numpy as np
 
 from errors import UserError
 
-DUPLICATE_POLICIES = ("warn", "fail", "drop", "keep")
+DUPLICATE_POLICIES = ("fail", "warn", "drop", "keep")
 HEAD = 64 * 1024  # bytes hashed before a whole file is: distinct images differ within them
 # The split whose copy is the original, first: the other copy is the one left out. The training
 # images stay whole (a run trains on what it was given); the gallery stays whole, its queries

@@ -230,3 +230,10 @@ def test_the_digits_ablations_run_settings_that_parse(tmp_path, script, runs_per
     settings = [training.to_record(parameters.parse(command[1:])) for command in trainings]
     assert len({record["savename"] for record in settings}) == len(settings)
     assert all(record["xbm_size"] <= 901 for record in settings)
+
+
+def test_every_paper_run_ranks_duplicate_images_as_the_released_code_does(runs):
+    """The recipes say warn: a copy in a download is ranked as listed and counted aloud, never a stop
+    (the released code keeps every listed image; the published figures include them)."""
+    assert {record.duplicates for record in runs.values()} == {"warn"}
+    assert parameters.parse(["--dataset", "digits"]).data.duplicates == "fail"

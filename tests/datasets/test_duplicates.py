@@ -45,12 +45,12 @@ def test_a_test_list_naming_each_image_twice_stops_with_the_count_and_the_first(
     dropped = select_lists(tmp_path, images[:6], test, duplicates="drop")["test"]
     assert len(dropped) == 6 and len(dropped.duplicates) == 6
     assert len(select_lists(tmp_path, images[:6], test, duplicates="keep")["test"]) == 12
-    warned = select_lists(tmp_path, images[:6], test)  # the default: ranked as the released code ranks them
+    warned = select_lists(tmp_path, images[:6], test, duplicates="warn")  # ranked as the released code ranks them
     assert len(warned["test"]) == 12 and len(warned["test"].duplicates) == 6
     note = duplicates.note(warned, "warn")
     assert note.startswith("warning: kept 6 duplicate image(s), ranked as listed") and "\n" not in note
     assert "--duplicates drop" in note and "--duplicates fail" in note
-    assert duplicates.note(select_lists(tmp_path, images[:6], images[6:]), "warn") is None
+    assert duplicates.note(select_lists(tmp_path, images[:6], images[6:], duplicates="warn"), "warn") is None
 
 
 def test_test_images_that_are_training_images_by_content(tmp_path, images):
@@ -113,7 +113,7 @@ def test_verify_counts_the_duplicates(tmp_path, images):
 
 def test_the_flag_and_its_bad_values(capsys):
     assert parameters.parse(["--dataset", "digits", "--duplicates", "drop"]).data.duplicates == "drop"
-    assert parameters.parse(["--dataset", "digits"]).data.duplicates == "warn"
+    assert parameters.parse(["--dataset", "digits"]).data.duplicates == "fail"
     with pytest.raises(SystemExit):
         parameters.parse(["--dataset", "digits", "--duplicates", "ignore"])
     assert "--duplicates" in capsys.readouterr().err
@@ -121,7 +121,7 @@ def test_the_flag_and_its_bad_values(capsys):
 
 @pytest.mark.parametrize("policy, sizes, said", [
     ("drop", (6, 6), "left out 3 duplicate image(s) (--duplicates drop; first: train "),
-    (None, (8, 7), "warning: kept 3 duplicate image(s), ranked as listed as the released code does (first: train ")])
+    ("warn", (8, 7), "warning: kept 3 duplicate image(s), ranked as listed as the released code does (first: train ")])
 def test_a_run_says_how_many_copies_it_left_out_or_kept(tmp_path, images, capsys, policy, sizes, said):
     from training.run import Run
 
@@ -129,7 +129,7 @@ def test_a_run_says_how_many_copies_it_left_out_or_kept(tmp_path, images, capsys
             "--test_list", write_list(tmp_path / "test.txt", images[6:] + images[:1]),
             "--arch", "resnet18_frozen_normalize", "--not_pretrained", "--embed_dim", "8", "--image_size", "32",
             "--bs", "4", "--samples_per_class", "2", "--kernels", "0", "--n_epochs", "1",
-            "--save_path", str(tmp_path / "runs"), *(["--duplicates", policy] if policy else [])]
+            "--save_path", str(tmp_path / "runs"), "--duplicates", policy]
     state = Run(parameters.parse(argv))
     assert (len(state.splits["train"]), len(state.splits["test"])) == sizes
     output = capsys.readouterr().out
