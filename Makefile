@@ -20,11 +20,14 @@ demo: $(INSTALLED)
 		--embed_dim 16 --bs 50 --samples_per_class 10 --lr 1e-4 --n_epochs 10 \
 		--loss multisimilarity --PSD --OBDP --save_path Training_Results/demo
 
+# pytest-xdist: one worker a core, each on one thread (tests/conftest.py), a file's tests on one
+# worker (--dist loadfile) so a file's shared fixtures are built once. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(INSTALLED)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(INSTALLED)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: $(INSTALLED)
 	$(PY) -m benchmarks.criterion

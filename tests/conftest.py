@@ -6,6 +6,14 @@ import pytest
 import torch
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs one worker a core), each worker and its subprocesses on one
+    CPU thread: two workers of two threads each on two cores contend and run slower than one."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     """An empty torch hub cache (its checkpoints folder, returned) and no network."""
