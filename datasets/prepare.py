@@ -25,14 +25,20 @@ from errors import CommandParser, UserError, first_line, run_command
 PLACES = {"list_eval_partition.txt": "Eval"}
 # names that promise an archive: one that does not open is corrupt, not a loose file to copy
 ARCHIVE_EXTENSIONS = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
+# what reading a damaged archive raises: a compressed stream cut short, bad checksums, bad headers
+CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 
 
 def extract(archive, out):
     """Extract (or copy) `archive` into `out`, refusing members that would land outside it."""
     if not os.path.isfile(archive):
         raise UserError(f"no file {archive}; give the dataset's archives (.tar, .tgz, .zip) or its files")
-    is_tar, is_zip = tarfile.is_tarfile(archive), zipfile.is_zipfile(archive)
-    if archive.lower().endswith(ARCHIVE_EXTENSIONS) and not (is_tar or is_zip):
+    try:
+        is_tar, is_zip = tarfile.is_tarfile(archive), zipfile.is_zipfile(archive)
+        readable = is_tar or is_zip or not archive.lower().endswith(ARCHIVE_EXTENSIONS)
+    except CORRUPT:  # a compressed stream cut short: is_tarfile reads into it
+        readable = False
+    if not readable:
         raise UserError(f"{archive} is not a readable archive (corrupt or incomplete); download it again")
     if not (is_tar or is_zip):
         folder = os.path.join(out, PLACES.get(os.path.basename(archive), ""))
@@ -54,7 +60,7 @@ def extract(archive, out):
     except tarfile.FilterError as error:
         # a link to an absolute path or out of the folder, a device file ...: the "data" filter's refusals
         raise UserError(f"{archive}: {error}; not extracted: use the dataset's official archive") from None
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as error:
+    except CORRUPT as error:
         raise UserError(f"cannot extract {archive} ({first_line(error)}): the archive is corrupt or incomplete; "
                         "download it again") from None
     except OSError as error:

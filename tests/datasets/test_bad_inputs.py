@@ -63,6 +63,28 @@ def test_prepare_on_a_corrupt_archive_says_so_and_copies_nothing(name, tmp_path,
     assert not (tmp_path / "out" / name).exists()
 
 
+OFFICIAL_ARCHIVES = [("cub200", "CUB_200_2011.tgz"), ("cars196", "car_ims.tgz"), ("cars196", "car_devkit.tgz"),
+                     ("online_products", "Stanford_Online_Products.zip"), ("inshop", "img.zip"),
+                     ("inat2018", "train_val2018.tar.gz")]
+
+
+@pytest.mark.parametrize("size", [30, 100])
+@pytest.mark.parametrize("dataset, name", OFFICIAL_ARCHIVES)
+def test_prepare_on_an_official_archive_cut_to_a_few_bytes(dataset, name, size, tmp_path, capsys):
+    """A download cut short in its first bytes: is_tarfile used to raise EOFError on a gzip stream."""
+    write_image(tmp_path / "src" / "a.jpg")
+    whole = tmp_path / "whole"
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(whole, "w") as archive:
+            archive.write(tmp_path / "src" / "a.jpg", "images/a.jpg")
+    else:
+        with tarfile.open(whole, "w:gz" if name.endswith("gz") else "w") as archive:
+            archive.add(tmp_path / "src" / "a.jpg", arcname="images/a.jpg")
+    (tmp_path / name).write_bytes(whole.read_bytes()[:size])
+    status, _, err = run_prepare([dataset, tmp_path / name, "--out", tmp_path / "out"], capsys)
+    assert_one_line_error(status, err, name, "not a readable archive (corrupt or incomplete)", "download it again")
+
+
 def list_flags(root):
     return ["--dataset", "list", "--train_list", root / "CUB200_train.txt", "--test_list", root / "CUB200_val.txt"]
 
