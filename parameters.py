@@ -367,6 +367,11 @@ def _no_effect(settings: RunSettings):
     if distillation.PSD and training.n_epochs == 1:
         warnings.append("--PSD with --n_epochs 1: the distillation weight epoch / n_epochs is 0 in the only epoch, "
                         "so it has no effect")
+    data = settings.data
+    unread = datasets.facts(data.dataset).no_source
+    if data.source is not None and unread:
+        warnings.append(f"--source {data.source} with --dataset {data.dataset}, which reads no folder ({unread}): "
+                        "it has no effect; drop --source")
     k, bs = distillation.diffusion.k, settings.batches.bs
     if distillation.OBDP and k is not None and k >= bs - 1:
         warnings.append(f"--diffusion_k {k} with --bs {bs}: every other sample of a batch is a "

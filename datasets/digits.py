@@ -9,7 +9,8 @@ from datasets.registry import register
 
 # Small images get small crops that keep most of the 8x8 strokes, and a mirrored digit is
 # no longer the same digit: no flip.
-@register("digits", crop_size=32, resize_size=36, flip=False, crop_scale=(0.8, 1.0))
+@register("digits", no_source="it ships with scikit-learn", crop_size=32, resize_size=36, flip=False,
+          crop_scale=(0.8, 1.0))
 def load(source):
     """`source` is ignored."""
     # imported here: scikit-learn takes about a second to import, which every --help would wait

@@ -32,7 +32,7 @@ def read_list(path, known=()):
     return from_listed(paths, labels, path, [number for number, _ in lines], known)
 
 
-@register("list")
+@register("list", no_source="its list files name its images")
 def load(source, train_list=None, test_list=None, val_list=None):
     """`source` is not used: the lists name their images."""
     if not train_list or not test_list:

@@ -23,6 +23,8 @@ class Loader:
     splits: tuple[str, ...]  # the splits it comes with (the validation split, when it has one, aside)
     # {split: (images, classes)} as published, None where the publication gives no figure
     published: dict = field(default_factory=dict)
+    # why the dataset reads no folder (the `source` of its settings), for one that does not
+    no_source: str | None = None
 
 
 LOADERS = Registry("dataset")
@@ -30,10 +32,10 @@ LOADERS = Registry("dataset")
 
 def register(name: str, sample_split: str = "spaced", default_protocol: str = "self",
              metrics: tuple[str, ...] = RECALL_1_2_4_8_NMI, splits: tuple[str, ...] = ("train", "test"),
-             published: dict | None = None, **preprocessing):
+             published: dict | None = None, no_source: str | None = None, **preprocessing):
     def add(load):
         LOADERS.register(name, Loader(load, preprocessing, sample_split, default_protocol, tuple(metrics),
-                                      tuple(splits), published or {}))
+                                      tuple(splits), published or {}, no_source))
         return load
 
     return add

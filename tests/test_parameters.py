@@ -101,6 +101,20 @@ def test_legal_values_without_effect_warn_in_one_line(argv, warning, capsys):
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("dataset, lists, reason", [
+    ("list", ["--train_list", "train.txt", "--test_list", "test.txt"], "its list files name its images"),
+    ("digits", [], "it ships with scikit-learn"),
+])
+def test_a_source_that_the_dataset_does_not_read_warns(dataset, lists, reason, capsys):
+    parameters.parse(["--dataset", dataset, *lists, "--source", "/data"])
+    err = capsys.readouterr().err
+    assert err == f"warning: --source /data with --dataset {dataset}, which reads no folder ({reason}): it has no " \
+                  "effect; drop --source\n"
+    parameters.parse(["--dataset", dataset, *lists])
+    parameters.parse(["--dataset", "cub200", "--source", "/data"])
+    assert capsys.readouterr().err == ""
+
+
 def test_effective_values_do_not_warn(capsys):
     parameters.parse(["--tau", "100", "--n_epochs", "150", "--PSD", "--OBDP", "--diffusion_k", "10"])
     assert capsys.readouterr().err == ""
