@@ -41,7 +41,10 @@ def report(dataset, source, workers=0, partial=False, lists=None):
     """Verify and print the table; whether everything holds."""
     rows, holds = verify(dataset, source, workers, partial, lists)
     listed = [path for path in (lists or {}).values() if path]
-    print(f"{dataset} of {', '.join(listed)}:" if dataset == "list" else f"{dataset} at {source}:")
+    if dataset == "list":
+        print(f"{dataset} of {', '.join(listed)}:")
+    else:
+        print(f"{dataset}:" if datasets.facts(dataset).no_source else f"{dataset} at {source}:")
     print(f"{'split':>8}  {'images':>8}  {'classes':>8}  {'published (images / classes)':>30}  check")
     for row in rows:
         print(f"{row['split']:>8}  {row['images']:>8}  {row['classes']:>8}  {row['published']:>30}  {row['check']}")

@@ -1,5 +1,5 @@
 """What docs/flags.md and docs/datasets.md say, held (issue 26, item 17): --image_size on digits,
-verify's heading for list files, In-Shop's partition named a file, the warm-up rule."""
+verify's heading for list files and for digits, In-Shop's partition named a file, the warm-up rule."""
 import pytest
 
 import datasets
@@ -27,6 +27,13 @@ def test_verify_of_list_files_names_them(tmp_path, capsys):
     heading = capsys.readouterr().out.splitlines()[0]
     assert "None" not in heading
     assert heading == f"list of {tmp_path / 'CUB200_train.txt'}, {tmp_path / 'CUB200_val.txt'}:"
+
+
+def test_verify_of_digits_names_no_folder(capsys):
+    # digits reads no folder: its heading used to be "digits at None:"
+    with pytest.raises(SystemExit):
+        verify.main(["--dataset", "digits", "--kernels", "0"])
+    assert capsys.readouterr().out.splitlines()[0] == "digits:"
 
 
 def test_inshop_partition_is_called_a_file(tmp_path):
