@@ -170,7 +170,7 @@ def check_space(space, base, path):
     """{flag: distribution} of the space, each flag known and each bound a valid value of the flag."""
     if not isinstance(space, dict) or not space:
         raise UserError(f"{path}: space: maps main.py flags to distributions, e.g. lr: {{low: 1.0e-6, high: "
-                        "1.0e-4, log: true}}; it is missing or empty")
+                        "1.0e-4, log: true}; it is missing or empty")
     actions = {action.dest: action for action in parameters.build_parser()._actions if action.option_strings}
     checked = {}
     for flag, distribution in space.items():
@@ -269,6 +269,10 @@ def storage_of(plan):
             time.sleep(1 + attempt)
 
 
+# how a refusal names each key of identity(plan) that differs ("made with another number of folds")
+IDENTITY_WORDS = {"folds": "number of folds", "run": "run settings"}
+
+
 def identity(plan):
     """What a study was made for: a study of that name made for anything else is refused."""
     return {"space": json.dumps(plan.space, sort_keys=True), "objective": plan.options["objective"],
@@ -287,8 +291,9 @@ def check_existing(plan):
         return
     differing = [key for key, value in identity(plan).items() if study.user_attrs.get(key) != value]
     if differing:
-        raise UserError(f"the study {plan.name} in {redacted(plan.storage)} was made with another "
-                        f"{', '.join(differing)}; give another --study_name (or --study), or the study's own settings")
+        what = " and ".join(IDENTITY_WORDS.get(key, key) for key in differing)
+        raise UserError(f"the study {plan.name} in {redacted(plan.storage)} was made with another {what}; give "
+                        "another --study_name (or --study), or the study's own settings")
 
 
 def open_study(plan):

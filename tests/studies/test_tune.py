@@ -12,6 +12,7 @@ import time
 import pytest
 import yaml
 
+from errors import UserError
 from studies import tune
 from tests import program
 from tests.postgres import postgres_url  # noqa: F401  (a fixture)
@@ -119,6 +120,24 @@ def test_a_study_name_reused_for_another_search_is_refused(tmp_path, capsys):
         tune.main([other, "--study", str(tmp_path / "study")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "was made with another space" in err and err.count("\n") == 1
+
+
+def test_a_study_name_reused_with_another_number_of_folds_says_so(tmp_path, capsys):
+    first = study_file(tmp_path / "first", folds=2)
+    plan = tune.make_plan(tune.build_parser().parse_args([first, "--study", str(tmp_path / "study")]), [])
+    os.makedirs(plan.folder)
+    tune.open_study(plan)
+    with pytest.raises(SystemExit):
+        tune.main([study_file(tmp_path / "other", folds=3), "--study", str(tmp_path / "study")])
+    err = capsys.readouterr().err
+    assert "was made with another number of folds; give another --study_name" in err, err
+
+
+def test_an_empty_space_is_named_with_an_example_in_plain_yaml():
+    with pytest.raises(UserError) as error:
+        tune.check_space({}, None, "study.yaml")
+    assert str(error.value) == ("study.yaml: space: maps main.py flags to distributions, e.g. lr: {low: 1.0e-6, "
+                                "high: 1.0e-4, log: true}; it is missing or empty")
 
 
 def worker(path, url, folder, *extra):
