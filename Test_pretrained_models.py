@@ -22,7 +22,7 @@ import architectures
 import datasets
 import distributed
 import parameters
-from errors import CommandParser, SettingError, UserError, run_command
+from errors import CommandParser, SettingError, UserError, counted, run_command
 from evaluation import evaluator, networks
 from evaluation.protocols import PROTOCOLS, unsuited
 
@@ -136,7 +136,8 @@ def run(opt):
     against = "" if ranking.gallery is None else \
         f" against the {len(evaluated[ranking.gallery])} {ranking.gallery} images"
     print(f"{path} ({checkpoint.kind} format, --arch {checkpoint.arch} --embed_dim {checkpoint.embed_dim}), "
-          f"{opt.dataset} {ranking.query} split, {len(test)} images, {test.n_classes} classes{against}")
+          f"{opt.dataset} {ranking.query} split, {len(test)} images, "
+          f"{counted(test.n_classes, 'class', 'classes')}{against}")
     for name, value in metrics.items():
         print(f"{name:>16}  {value:.4f}")
     out = opt.out or os.path.splitext(path)[0] + "_test.json"

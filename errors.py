@@ -55,6 +55,11 @@ def one_line(error):
     return lines[-1].split("UserError: ", 1)[-1]
 
 
+def counted(number, noun, plural):
+    """`number` with its noun, singular for 1: "1 class", "2 classes"."""
+    return f"{number} {noun if number == 1 else plural}"
+
+
 def _raise_interrupted(signal_number, frame):
     raise Interrupted(signal_number)
 

@@ -12,7 +12,7 @@ Where int(perc * n) is 0 the released code crashes; here one image or class is k
 import numpy as np
 
 from datasets.image_dataset import ImageDataset
-from errors import UserError
+from errors import UserError, counted
 
 SAMPLE_RULES = ("spaced", "first")
 
@@ -45,8 +45,9 @@ def class_folds(train: ImageDataset, folds: int, fold: int) -> tuple[ImageDatase
     et al. 2020): the training classes, in label order, cut into `folds` contiguous blocks of sizes
     differing by one at most; block `fold` validates, the others train. Both are relabelled 0..k-1."""
     if not 2 <= folds <= train.n_classes:
-        raise UserError(f"--folds {folds}: the training split has {train.n_classes} classes, too few for {folds} "
-                        f"class-disjoint folds; use 2 to {train.n_classes} folds")
+        fix = f"use 2 to {train.n_classes} folds" if train.n_classes >= 2 else "drop --folds"
+        raise UserError(f"--folds {folds}: the training split has {counted(train.n_classes, 'class', 'classes')}, too "
+                        f"few for {folds} class-disjoint folds; {fix}")
     if not 0 <= fold < folds:
         raise UserError(f"--fold {fold} is not one of the {folds} folds 0-{folds - 1}")
     validating = np.isin(train.labels, np.array_split(np.arange(train.n_classes), folds)[fold])

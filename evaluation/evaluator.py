@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 import diffusion
-from errors import SettingError
+from errors import SettingError, counted
 from evaluation.features import embed
 from evaluation.metrics import check_names, compute, ranking_metrics, small_class_warnings, vote_depths
 from evaluation.neighbours import diffusion_reranked
@@ -143,8 +143,9 @@ class Evaluator:
             missing = ~np.isin(query_labels, gallery_labels)
             if missing.any():
                 warnings.append(f"{missing.sum()} of the {len(query_labels)} queries of the {row} row "
-                                f"({len(np.unique(query_labels[missing]))} classes) have no image of their class in "
-                                "the gallery: they count as misses, and MAP@R and R-precision leave them out")
+                                f"({counted(len(np.unique(query_labels[missing])), 'class', 'classes')}) have no image "
+                                "of their class in the gallery: they count as misses, and MAP@R and R-precision leave "
+                                "them out")
         for warning in warnings:
             tqdm.write(f"warning: {warning}", file=sys.stderr)
 

@@ -33,7 +33,7 @@ import faiss
 import numpy as np
 import torch
 
-from errors import CommandParser, DefaultsFormatter, UserError, first_line, run_command
+from errors import CommandParser, DefaultsFormatter, UserError, counted, first_line, run_command
 from evaluation import networks
 from evaluation.export import add_network_flags, device_of, embedded_batches, find_images
 
@@ -206,8 +206,9 @@ def search(index, meta, checkpoint, images, k, out, html_folder=None, nprobe=16,
         unmatched = sorted({name for name in classes if name} - set(gallery_classes))
         if unmatched:
             queries = sum(1 for name in classes if name in unmatched)
-            print(f"warning: {queries} of the {sum(1 for name in classes if name)} queries ({len(unmatched)} classes, "
-                  f"first: {unmatched[0]}) have no image of their class in the index: they count as misses",
+            print(f"warning: {queries} of the {sum(1 for name in classes if name)} queries "
+                  f"({counted(len(unmatched), 'class', 'classes')}, first: {unmatched[0]}) have no image of their "
+                  "class in the index: they count as misses",
                   file=sys.stderr)
     scores = recall(classes, gallery_classes, found, sorted({1, k_found})) if labelled else None
     stem = os.path.splitext(out)[0]

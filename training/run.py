@@ -29,7 +29,7 @@ import distributed
 import evaluation.evaluator
 import evaluation.networks
 from datasampler.seeded import SeededBatches, SeededSamples
-from errors import Interrupted, SettingError, UserError
+from errors import Interrupted, SettingError, UserError, counted
 from evaluation.selection import BestEpochs
 from training import optimisation, step
 from training.folder import RunFolder, read_csv
@@ -248,9 +248,10 @@ class Run:
             self.log.start_tensorboard(run_folder, purge_step=self.epoch + 1 if state is not None else None)
         if self.context.is_main:
             splits, world_size = self.splits, self.context.world_size
-            print(f"run folder: {run_folder}\ntrain: {len(splits['train'])} images, {splits['train'].n_classes} "
-                  "classes" + "".join(f" | {split}: {len(dataset)} images" for split, dataset in splits.items()
-                                      if split != "train")
+            print(f"run folder: {run_folder}\ntrain: {len(splits['train'])} images, "
+                  f"{counted(splits['train'].n_classes, 'class', 'classes')}"
+                  + "".join(f" | {split}: {len(dataset)} images" for split, dataset in splits.items()
+                            if split != "train")
                   + (f" | {world_size} processes, {self.settings.batches.bs // world_size} images each a step"
                      if world_size > 1 else ""))
         if state is None:

@@ -229,6 +229,13 @@ def test_folds_through_the_settings_and_their_mistakes():
         datasets.DataSettings("digits", folds=2, use_tv_split=True)
 
 
+def test_folds_of_a_one_class_split_say_one_class():
+    with pytest.raises(UserError) as error:
+        class_folds(in_memory([0, 0, 0]), 2, 0)
+    assert str(error.value) == ("--folds 2: the training split has 1 class, too few for 2 class-disjoint folds; "
+                                "drop --folds")
+
+
 def in_memory(labels, super_labels=None):
     labels = np.asarray(labels)
     return ImageDataset(labels, [f"c{label}" for label in range(labels.max() + 1)],

@@ -1,11 +1,16 @@
 """Every ranking metric for a query set against a separate gallery (evaluation.compute(..., gallery=)):
 cases computed by hand, the default (a set against itself) as a special case, and equality with
 pytorch-metric-learning's AccuracyCalculator on separate query and reference sets."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 import evaluation
+from datasets import ImageDataset
+from evaluation.evaluator import EvaluationSettings, Evaluator
+from evaluation.protocols import Ranking
 
 RANKING = ["e_recall@1", "e_recall@2", "precision@2", "mAP@R", "r_precision", "map", "knn_top1@1"]
 
@@ -79,3 +84,16 @@ def test_a_custom_search_ranks_a_set_against_itself_only():
     with pytest.raises(ValueError, match="takes no gallery"):
         evaluation.compute(points(0, 1), [0, 0], ["e_recall@1"], neighbours=lambda f, k: None,
                            gallery=(points(0), [0]))
+
+
+def test_queries_of_one_class_missing_from_the_gallery_are_one_class(capsys):
+    """The evaluator's warning used to say "(1 classes)"."""
+    def split(labels, names):
+        return ImageDataset(labels, names, pixels=np.zeros((len(labels), 2, 2), dtype=np.uint8))
+
+    splits = {"query": split([0, 1], ["a", "d"]), "gallery": split([0, 0], ["a"])}
+    evaluator = Evaluator({name: SimpleNamespace(dataset=data) for name, data in splits.items()},
+                          [Ranking("test", "query", "gallery", "query_gallery")],
+                          EvaluationSettings(evaluation_metrics=("e_recall@1",), storage_metrics=()))
+    evaluator.of_embeddings({"query": (points(0, 1), np.array([0, 1])), "gallery": (points(0, 1), np.array([0, 0]))})
+    assert "1 of the 2 queries of the test row (1 class) have no image of their class" in capsys.readouterr().err
