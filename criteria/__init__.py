@@ -9,6 +9,8 @@ import inspect
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 import diffusion
 from criteria import (  # noqa: F401  (the loss and miner modules fill the registries)
     angular,
@@ -38,6 +40,7 @@ from criteria.base import (
     DEFAULT_CLASSES,
     DEFAULT_EMBED_DIM,
     MINERS,
+    NEEDS,
     Criterion,
     Miner,
 )
@@ -49,7 +52,7 @@ from criteria.self_distillation import (
     Teacher,
     distillation_loss,
 )
-from errors import SettingError, UserError
+from errors import SettingError, UserError, counted
 
 # The paper's scripts name the self-distilled variant `<loss>_obd_sd`; the flags decide what it does.
 PAPER_SUFFIX = "_obd_sd"
@@ -58,7 +61,8 @@ EXTERNAL = {"pml": pml.PMLCriterion}
 
 __all__ = ["CRITERIA", "MINERS", "EXTERNAL", "CrossBatchMemory", "Criterion", "Distillation", "LossSettings", "Miner",
            "Mixture", "SelfDistilledCriterion", "Teacher", "distillation_loss", "OptionError", "names", "base_name",
-           "split_loss", "criterion_class", "select", "check_miner", "check_distance"]
+           "split_loss", "criterion_class", "select", "check_miner", "check_distance", "needs",
+           "check_training_labels"]
 
 
 class OptionError(UserError, ValueError):
@@ -136,6 +140,30 @@ def check_distance(loss, distance):
         raise OptionError(f"{base_name(loss)} has its own similarity and takes no {{option}}; drop it", "distance")
     distances.DISTANCES.get(distance)
     return distance
+
+
+def needs(loss):
+    """What a criterion (a name of split_loss) needs of its training split: "pairs" or "classes" (NEEDS)."""
+    cls = criterion_class(loss)
+    return pml.needs(base_name(loss)[len(pml.PREFIX):]) if cls is EXTERNAL["pml"] else cls.needs
+
+
+def check_training_labels(settings: "LossSettings", labels, split="the training split"):
+    """A UserError, before anything trains, when a training split of these `labels` cannot give the
+    loss a positive and a negative pair: its loss would be 0 at every step. A mixture needs what
+    its most demanding criterion needs. `split` names the split in the message."""
+    sizes = np.unique(np.asarray(labels), return_counts=True)[1]
+    pairs = [name for name in settings.names if needs(name) == "pairs"]
+    kind = "pairs" if pairs else "classes"
+    if len(sizes) >= 2 and (kind == "classes" or sizes.max() >= 2):
+        return
+    if len(sizes) >= 2:
+        held, fix = f"{len(sizes)} classes of 1 image each", "give some classes 2 images or more"
+    else:
+        held, fix = f"{counted(len(sizes), 'class', 'classes')} ({counted(len(labels), 'image', 'images')})", \
+            "train on more classes"
+    raise UserError(f"{split} holds {held}, so {(pairs or settings.names)[0]} would train nothing: to form a positive "
+                    f"and a negative pair it needs {NEEDS[kind]}; {fix}")
 
 
 @dataclass(frozen=True)

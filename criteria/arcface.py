@@ -13,6 +13,8 @@ class ArcFace(Criterion):
     with theta_y + angular_margin (radians) for the true class y.
     """
 
+    needs = "classes"
+
     def __init__(self, n_classes=DEFAULT_CLASSES, embed_dim=DEFAULT_EMBED_DIM, lr=5e-4, angular_margin=0.5,
                  feature_scale=16.0):
         super().__init__()

@@ -11,6 +11,11 @@ loss over mined tuples, which says the kind it needs in `mines`), `distance`, `n
 `embed_dim`. Learnt class parameters (proxies, centres, margins) train at the loss's own `lr`,
 without weight decay (`optim_groups`).
 
+What a loss needs of its training split to form a positive and a negative pair, it declares in
+`needs` (NEEDS): "pairs" of images (two images of a class, and an image of another class), or
+"classes" only (two classes: an image and its class's learnt parameters, and another class's);
+criteria.check_training_labels holds a split to it before a run starts.
+
 A batch miner is a `Miner`: miner(batch, labels, references=None) -> tuples of the kind it declares
 in `returns`, their positives and negatives indexing the references (by default the batch).
 """
@@ -28,6 +33,9 @@ DEFAULT_EMBED_DIM = 128  # the paper's
 #   "pairs":    (anchors, positives, negative mask), the mask anchors x batch;
 #   "sets":     (anchors, positive mask, negative mask).
 TUPLE_KINDS = ("triplets", "pairs", "sets")
+# What a training split must hold, by a loss's `needs`: a pair loss's positive is two images of a
+# class; a proxy or classification loss pairs an image with its class's parameters.
+NEEDS = {"pairs": "2 classes or more, one of them of 2 images or more", "classes": "2 classes or more"}
 
 CRITERIA = Registry("loss")
 # In the order of definition: the first miner of the kind a loss mines is its default.
@@ -54,6 +62,7 @@ class Criterion(nn.Module):
     # forward(batch, labels, references) compares the anchors with references (criteria.common.References):
     # a cross-batch memory can serve it (criteria/memory.py).
     takes_references = False
+    needs = "pairs"  # what its training split must hold (NEEDS)
     lr = None  # learning rate of its learnt class parameters, if it has any
     hyperparameters = {}  # filled from the constructor's defaults
 

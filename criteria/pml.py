@@ -30,6 +30,12 @@ def loss_class(class_name):
     return found
 
 
+def needs(class_name):
+    """What the loss needs of a training split (criteria.base.NEEDS): a loss with learnt class
+    parameters takes num_classes and needs classes only; the others compare pairs of images."""
+    return "classes" if "num_classes" in inspect.signature(loss_class(class_name)).parameters else "pairs"
+
+
 class PMLCriterion(Criterion):
     """A pytorch-metric-learning loss, called as loss(batch, labels)."""
 

@@ -16,6 +16,8 @@ class ProxyAnchor(Criterion):
     the authors' code; the proxies learn at lr (100 x their backbone lr of 1e-4).
     """
 
+    needs = "classes"
+
     def __init__(self, n_classes=DEFAULT_CLASSES, embed_dim=DEFAULT_EMBED_DIM, lr=1e-2, alpha=32.0, delta=0.1):
         super().__init__()
         self.proxies = nn.Parameter(nn.init.kaiming_normal_(torch.empty(n_classes, embed_dim), mode="fan_out"))

@@ -14,6 +14,8 @@ class ProxyNCA(Criterion):
     Proxies start as N(0, 1/64) draws and learn with their own lr (Revisiting: 50 x 1e-5).
     """
 
+    needs = "classes"
+
     def __init__(self, n_classes=DEFAULT_CLASSES, embed_dim=DEFAULT_EMBED_DIM, lr=5e-4, scale=3.0):
         super().__init__()
         self.proxies = nn.Parameter(torch.randn(n_classes, embed_dim) / 8)

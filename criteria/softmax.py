@@ -12,6 +12,8 @@ class NormalizedSoftmax(Criterion):
     over learnt class weights w_c.
     """
 
+    needs = "classes"
+
     def __init__(self, n_classes=DEFAULT_CLASSES, embed_dim=DEFAULT_EMBED_DIM, lr=1e-5, temperature=0.05):
         super().__init__()
         self.class_map = self.class_parameters(n_classes, embed_dim, bound=1 / math.sqrt(embed_dim))

@@ -17,6 +17,8 @@ class SoftTriple(Criterion):
     authors' code). Embeddings are L2-normalised.
     """
 
+    needs = "classes"
+
     def __init__(self, n_classes=DEFAULT_CLASSES, embed_dim=DEFAULT_EMBED_DIM, lr=1e-5, n_centroids=2,
                  margin_delta=0.01, gamma=0.1, la=8.0, reg_weight=0.2):
         super().__init__()

@@ -12,6 +12,8 @@ class SubCenterArcFace(Criterion):
     ArcFace on cos(theta_c) = max_k cos(x, w_c^k) over K learnt sub-centres per class.
     """
 
+    needs = "classes"
+
     def __init__(self, n_classes=DEFAULT_CLASSES, embed_dim=DEFAULT_EMBED_DIM, lr=5e-4, angular_margin=0.5,
                  feature_scale=64.0, sub_centers=3):
         super().__init__()

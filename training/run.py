@@ -129,6 +129,7 @@ class Run:
         duplicates = datasets.duplicates.note(splits, settings.data.duplicates)
         if duplicates and context.is_main:
             print(duplicates)
+        check_training_split(settings, splits["train"])
         self.model = model = architectures.build(settings.model).to(device)
         if settings.model.init_from is not None:
             try:
@@ -350,6 +351,19 @@ class Run:
         print(f"run saved in {self.folder.folder}")
         result.metrics, result.selected, result.final = read_csv(self.folder.path("metrics.csv")), summary_best, final
         return result
+
+
+def check_training_split(settings: RunSettings, train):
+    """A SettingError when the training split cannot give the loss a positive and a negative pair,
+    naming the settings that cut it out of the dataset's training images, if any did."""
+    data = settings.data
+    cut = [name for name in ("use_tv_split", "folds", "holdout_classes") if getattr(data, name)]
+    split = "the training split" + (" left by " + " and ".join(
+        name if name == "use_tv_split" else f"{name} {getattr(data, name)}" for name in cut) if cut else "")
+    try:
+        criteria.check_training_labels(settings.loss, train.labels, split)
+    except UserError as error:
+        raise SettingError(str(error), cut) from None
 
 
 def build_criterion(settings: RunSettings, n_classes: int, n_images: int | None = None):

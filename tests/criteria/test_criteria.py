@@ -10,6 +10,7 @@ from criteria.miners import DistanceWeighted, RandomTriplets
 from criteria.multisimilarity import MultiSimilarity
 from criteria.self_distillation import Distillation, SelfDistilledCriterion
 from diffusion import Settings as DiffusionSettings
+from errors import UserError
 from tests import reference
 
 MS_DEFAULTS = MultiSimilarity.hyperparameters
@@ -196,3 +197,26 @@ def test_registry_names_and_paper_aliases():
     with pytest.raises(ValueError, match="mines its own pairs"):
         criteria.check_miner("multisimilarity", "distance")
     assert criteria.check_miner("margin_obd_sd", None) == "distance"
+
+
+@pytest.mark.parametrize("loss, labels, problem", [
+    ("multisimilarity", [3, 3, 3], "holds 1 class (3 images), so multisimilarity would train nothing: to form a "
+                                   "positive and a negative pair it needs 2 classes or more, one of them of 2 images "
+                                   "or more; train on more classes"),
+    ("triplet", [0, 1, 2], "holds 3 classes of 1 image each, so triplet would train nothing"),
+    ("softmax", [0, 0], "holds 1 class (2 images), so softmax would train nothing: to form a positive and a "
+                        "negative pair it needs 2 classes or more; train on more classes"),
+    ("softmax", [0, 1], None),  # each image against its class's weights and the other's
+    ("multisimilarity", [0, 0, 1], None),
+    ("softmax+multisimilarity", [0, 1], "so multisimilarity would train nothing"),  # the most demanding one
+    ("pml:ProxyAnchorLoss", [0, 1], None),  # learnt proxies: it takes num_classes
+    ("pml:TripletMarginLoss", [0, 1], "so pml:TripletMarginLoss would train nothing"),
+])
+def test_a_training_split_without_a_positive_and_a_negative_pair_is_refused(loss, labels, problem):
+    settings = criteria.LossSettings(loss)
+    if problem is None:
+        criteria.check_training_labels(settings, np.array(labels))
+        return
+    with pytest.raises(UserError) as error:
+        criteria.check_training_labels(settings, np.array(labels))
+    assert str(error.value).startswith("the training split holds ") and problem in str(error.value)

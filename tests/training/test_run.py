@@ -7,6 +7,7 @@ import pytest
 
 import parameters
 from tests import program
+from tests.images import write_image
 from training.folder import read_csv
 from training.run import run
 
@@ -70,3 +71,23 @@ def test_a_callback_that_raises_leaves_a_folder_that_resumes(tmp_path, one_threa
     assert not (folder / "summary.json").exists()
     resumed = run(settings.replace(folder={"resume": str(folder)}))
     assert [row["epoch"] for row in resumed.metrics] == ["0", "1", "2"]
+
+
+def test_a_training_split_of_one_class_is_refused_before_the_run_folder(tmp_path, capsys):
+    """Its loss was 0.0 at every step, without a word."""
+    for number in range(6):
+        write_image(tmp_path / "img" / f"{number}.png", seed=number)
+    (tmp_path / "train.txt").write_text("".join(f"img/{number}.png 7\n" for number in range(4)))
+    (tmp_path / "test.txt").write_text("img/4.png 8\nimg/5.png 9\n")
+    runs = tmp_path / "runs"
+    tiny = ["--arch", "resnet18", "--not_pretrained", "--embed_dim", "8", "--bs", "4", "--n_epochs", "1",
+            "--kernels", "0", "--save_path", runs]
+    status = program.run_main(["--dataset", "list", "--train_list", tmp_path / "train.txt", "--test_list",
+                               tmp_path / "test.txt", *tiny])
+    program.assert_one_line_error(status, capsys.readouterr().err, "the training split holds 1 class (4 images), so "
+                                  "multisimilarity would train nothing", "train on more classes")
+    # a split cut out of the dataset names the flag that cut it
+    status = program.run_main(["--dataset", "digits", "--holdout_classes", "4", "--loss", "softmax", *tiny])
+    program.assert_one_line_error(status, capsys.readouterr().err, "the training split left by --holdout_classes 4 "
+                                  "holds 1 class (", "so softmax would train nothing")
+    assert not runs.exists()
