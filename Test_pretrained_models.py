@@ -143,7 +143,8 @@ def run(opt):
     out = opt.out or os.path.splitext(path)[0] + "_test.json"
     result = {"checkpoint": path, "format": checkpoint.kind, "arch": checkpoint.arch,
               "embed_dim": checkpoint.embed_dim, "dataset": opt.dataset, "split": "test", "protocol": protocol,
-              "images": len(test), "classes": test.n_classes, "metrics": metrics}
+              "images": len(test), "classes": test.n_classes, "metrics": metrics,
+              "duplicates": datasets.duplicates.summary(splits, opt.duplicates)}
     try:
         with open(out, "w") as handle:
             json.dump(result, handle, indent=2)

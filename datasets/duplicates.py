@@ -6,6 +6,11 @@ naming each image twice gave Recall@1 1.000, 0.855 without the copies); a test i
 also a training image was learnt. The validation and test splits are not compared: they are
 never ranked together.
 
+A copy whose class is not its original's (by class name) is a conflict: the same image under two
+classes, which no ranking can count right. "fail" names the conflicts apart; "warn" ranks them as
+listed and counts them apart; "drop" leaves out the copy and, within a split, the original too
+(neither class can be trusted; across splits the training and gallery images stay whole).
+
 Only files whose size another file shares are read: their first HEAD bytes are hashed, and only
 where those agree the whole file, in `workers` threads (hashlib and file reads release the GIL).
 """
@@ -35,6 +40,7 @@ class Duplicate:
     original_split: str
     original_index: int
     same_file: bool  # the same file listed twice (else two files of the same content)
+    conflict: bool = False  # the copy's class is not the original's
 
 
 def compared(splits) -> list[tuple[str, str]]:
@@ -97,13 +103,18 @@ def find(splits, workers=0) -> list[Duplicate]:
               for name, dataset in with_files.items()}
     keys = content_keys(list(dict.fromkeys(path for paths in normal.values() for path in paths)), workers)
     found, firsts = {}, {}
+
+    def duplicate(split, index, original_split, original):
+        same_file = normal[original_split][original] == normal[split][index]
+        return Duplicate(split, index, original_split, original, same_file,
+                         class_name(splits[split], index) != class_name(splits[original_split], original))
+
     for name, paths in normal.items():
         first_of_path, first_of_key = {}, {}
         for index, path in enumerate(paths):
             key = keys[path]
             if key in first_of_key:
-                original = first_of_path.get(path, first_of_key[key])
-                found[name, index] = Duplicate(name, index, name, original, paths[original] == path)
+                found[name, index] = duplicate(name, index, name, first_of_path.get(path, first_of_key[key]))
             else:
                 first_of_key[key] = index
             first_of_path.setdefault(path, index)
@@ -113,9 +124,12 @@ def find(splits, workers=0) -> list[Duplicate]:
         for index, path in enumerate(normal[split]):
             original = originals.get(keys[path])
             if original is not None and (split, index) not in found:
-                found[split, index] = Duplicate(split, index, original_split, original,
-                                                normal[original_split][original] == path)
+                found[split, index] = duplicate(split, index, original_split, original)
     return sorted(found.values(), key=lambda duplicate: (_rank(duplicate.split), duplicate.split, duplicate.index))
+
+
+def class_name(dataset, index) -> str:
+    return dataset.class_names[dataset.labels[index]]
 
 
 def describe(duplicate: Duplicate, splits) -> str:
@@ -125,15 +139,19 @@ def describe(duplicate: Duplicate, splits) -> str:
     where = original.where(duplicate.original_index)
     if duplicate.same_file and duplicate.split == duplicate.original_split and original.list_lines is not None:
         where = f"line {original.list_lines[duplicate.original_index]}"
+    classes = f" under class {class_name(copy, duplicate.index)}, not " \
+              f"{class_name(original, duplicate.original_index)}" if duplicate.conflict else ""
     return (f"{duplicate.split} {copy.where(duplicate.index)} is {relation}"
-            f"{' from' if duplicate.same_file else ''} {duplicate.original_split} {where}")
+            f"{' from' if duplicate.same_file else ''} {duplicate.original_split} {where}{classes}")
 
 
 def apply_policy(splits, policy, workers=0):
     """`splits` under the duplicates policy: "warn" ranks them as listed and names each copy in its
     split's `duplicates` (note() words the warning), "fail" stops at duplicates (a UserError with
     their count and the first ones), "drop" leaves each copy out (named in its split's
-    `duplicates`), "keep" ranks them as listed without looking for them."""
+    `duplicates`), "keep" ranks them as listed without looking for them. A conflict (a copy under
+    another class) is also named in its split's `conflicts`; "drop" leaves out its original too
+    when both are in one split."""
     if policy not in DUPLICATE_POLICIES:
         raise UserError(f"unknown --duplicates {policy!r}; choose one of {', '.join(DUPLICATE_POLICIES)}")
     if policy == "keep":
@@ -141,15 +159,19 @@ def apply_policy(splits, policy, workers=0):
     duplicates = find(splits, workers)
     if not duplicates:
         return splits
+    conflicts = [duplicate for duplicate in duplicates if duplicate.conflict]
     if policy == "fail":
         counts = {}
         for duplicate in duplicates:
             counts[duplicate.split] = counts.get(duplicate.split, 0) + 1
         first = "; ".join(describe(duplicate, splits) for duplicate in duplicates[:EXAMPLES])
+        conflicting = f", {_conflicts_of(len(conflicts))} (first: {describe(conflicts[0], splits)})" if conflicts \
+            else ""
         raise UserError(f"{len(duplicates)} duplicate image(s) ({', '.join(f'{n} in {s}' for s, n in counts.items())}"
-                        f"; first: {first}): a copy ranked against its original, or a test image also trained on, "
-                        "inflates the recall; remove the copies, or pass --duplicates drop to leave them out "
-                        "(--duplicates warn or keep ranks them as listed)")
+                        f"; first: {first}){conflicting}: a copy ranked against its original, or a test image also "
+                        "trained on, inflates the recall; remove the copies"
+                        f"{' and give each image one class' if conflicts else ''}, or pass --duplicates drop to leave "
+                        "them out (--duplicates warn or keep ranks them as listed)")
     kept = dict(splits)
     for name in splits:
         copies = [duplicate for duplicate in duplicates if duplicate.split == name]
@@ -159,21 +181,46 @@ def apply_policy(splits, policy, workers=0):
         if policy == "drop":
             left_out = np.zeros(len(dataset), dtype=bool)
             left_out[[duplicate.index for duplicate in copies]] = True
+            # neither class of a conflict within the split can be trusted
+            left_out[[duplicate.original_index for duplicate in copies
+                      if duplicate.conflict and duplicate.original_split == name]] = True
             kept[name] = dataset.subset(np.flatnonzero(~left_out))
         else:  # warn: the released code's rankings, copies included, said out loud
             kept[name] = copy.copy(dataset)
         kept[name].duplicates = dataset.duplicates + [describe(duplicate, splits) for duplicate in copies]
+        kept[name].conflicts = dataset.conflicts + [describe(duplicate, splits) for duplicate in copies
+                                                    if duplicate.conflict]
     return kept
+
+
+def _conflicts_of(count):
+    return f"{count} of them {'a conflict' if count == 1 else 'conflicts'}, the same image under two classes"
+
+
+def _found(splits, kind):
+    """The descriptions of `kind` ("duplicates", "conflicts") over the splits, each once: a split
+    cut out of another shares its lists."""
+    return list(dict.fromkeys(found for dataset in splits.values() for found in getattr(dataset, kind)))
 
 
 def note(splits, policy) -> str | None:
     """The line that says what became of the duplicates `apply_policy` found, None without any."""
-    # a split cut out of another shares its list: each copy once
-    copies = list(dict.fromkeys(copy for dataset in splits.values() for copy in dataset.duplicates))
+    copies, conflicts = _found(splits, "duplicates"), _found(splits, "conflicts")
     if not copies:
         return None
+    conflicting = f"; {_conflicts_of(len(conflicts))} (first: {conflicts[0]})" if conflicts else ""
     if policy == "drop":
-        return f"left out {len(copies)} duplicate image(s) (--duplicates drop; first: {copies[0]})"
+        return (f"left out {len(copies)} duplicate image(s) (--duplicates drop; first: {copies[0]}){conflicting}"
+                + (", each left out with its original where that is in the same split" if conflicts else ""))
     return (f"warning: kept {len(copies)} duplicate image(s), ranked as listed as the released code does "
-            f"(first: {copies[0]}); a copy ranked against its original, or a test image also trained on, "
-            "inflates the recall: --duplicates drop leaves them out, --duplicates fail stops the run")
+            f"(first: {copies[0]}){conflicting}{', each ranked under both classes' if conflicts else ''}; a copy "
+            "ranked against its original, or a test image also trained on, inflates the recall: --duplicates drop "
+            "leaves them out, --duplicates fail stops the run")
+
+
+def summary(splits, policy) -> dict:
+    """What a run's summary.json and an evaluation's JSON record of the duplicates: the policy, the
+    copies and, of those, the conflicts (None under "keep", which does not look for them)."""
+    looked = policy != "keep"
+    return {"policy": policy, "copies": len(_found(splits, "duplicates")) if looked else None,
+            "conflicts": len(_found(splits, "conflicts")) if looked else None}

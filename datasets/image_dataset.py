@@ -65,6 +65,7 @@ class ImageDataset(Dataset):
         self.transform = transform
         self.bad_files = []  # files of the dataset's folders that are not readable images
         self.duplicates = []  # the copies found (datasets.duplicates; left out under "drop"), each described
+        self.conflicts = []  # those of them under another class than their original
 
     @property
     def n_classes(self) -> int:
@@ -103,6 +104,7 @@ class ImageDataset(Dataset):
                               list_lines=None if self.list_lines is None else self.list_lines[indices])
         subset.bad_files = self.bad_files
         subset.duplicates = self.duplicates
+        subset.conflicts = self.conflicts
         return subset
 
 

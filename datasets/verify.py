@@ -4,9 +4,10 @@
 
 It finds the layout, counts the images and classes of each split, checks that every listed file
 exists and decodes (in --kernels processes, with a progress bar), counts duplicate images (the
-same file twice, or files of one content: datasets.duplicates), compares the counts with the
-published ones where they are known, prints one table, and exits with status 0 only when
-everything holds (1 when something does not, 2 when the layout itself is not found).
+same file twice, or files of one content: datasets.duplicates) and the conflicts among them (an
+image under two classes), compares the counts with the published ones where they are known,
+prints one table, and exits with status 0 only when everything holds (1 when something does
+not, 2 when the layout itself is not found).
 --partial checks a subset of a dataset: its counts are not compared with the published ones.
 """
 import os
@@ -18,15 +19,19 @@ from errors import CommandParser, run_command
 
 def verify(dataset, source, workers=0, partial=False, lists=None):
     """(table rows, everything holds): one row a split, its images decoded and counted."""
-    splits = datasets.select(dataset, source, on_bad_image="skip", duplicates="drop", workers=workers, lists=lists)
+    # the duplicates named, not left out: the counts are the listed ones, as published
+    splits = datasets.select(dataset, source, on_bad_image="skip", duplicates="warn", workers=workers, lists=lists)
     published = {} if partial else datasets.facts(dataset).published
     rows, holds = [], True
     for split, data in splits.items():
-        images, classes = len(data) + len(data.bad_files) + len(data.duplicates), len(set(data.labels.tolist()))
+        images, classes = len(data) + len(data.bad_files), len(set(data.labels.tolist()))
         expected = published.get(split, (None, None))
         problems = [f"{len(data.bad_files)} bad files (first: {data.bad_files[0]})"] if data.bad_files else []
         if data.duplicates:
             problems.append(f"{len(data.duplicates)} duplicates (first: {data.duplicates[0]})")
+        if data.conflicts:
+            problems.append(f"{len(data.conflicts)} of them under another class than their original (first: "
+                            f"{data.conflicts[0]})")
         for name, found, wanted in (("images", images, expected[0]), ("classes", classes, expected[1])):
             if wanted is not None and found != wanted:
                 problems.append(f"{found:,} {name}, {wanted:,} published")

@@ -129,6 +129,7 @@ class Run:
         duplicates = datasets.duplicates.note(splits, settings.data.duplicates)
         if duplicates and context.is_main:
             print(duplicates)
+        self.duplicates = datasets.duplicates.summary(splits, settings.data.duplicates)
         check_training_split(settings, splits["train"])
         self.model = model = architectures.build(settings.model).to(device)
         if settings.model.init_from is not None:
@@ -341,6 +342,7 @@ class Run:
             "epochs": settings.training.n_epochs, "best": summary_best, "final": final,
             "train_seconds": round(self.record["train_seconds"], 1),
             "skipped_batches": self.record["skipped_batches"], "bad_files": self.record["bad_files"],
+            "duplicates": self.duplicates,
             "environment": self.config["environment"],
             **({"stopped_after": epoch} if stopped else {})})
         self.log.finish(summary_best)

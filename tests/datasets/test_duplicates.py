@@ -1,6 +1,7 @@
 """Duplicate images (datasets.duplicates): the same file listed twice, or files of one content,
 within a split or across splits that meet (issue 26: Recall@1 1.000 on a test list naming each
 image twice, an In-Shop query also in the gallery, test images that are training images)."""
+import json
 import shutil
 
 import numpy as np
@@ -134,3 +135,63 @@ def test_a_run_says_how_many_copies_it_left_out_or_kept(tmp_path, images, capsys
     assert (len(state.splits["train"]), len(state.splits["test"])) == sizes
     output = capsys.readouterr().out
     assert said in output and output.count("duplicate image(s)") == 1
+
+
+def test_an_image_listed_under_two_classes_is_a_conflict_under_each_policy(tmp_path, images):
+    # img/6.png again under class 3 (it is of class 2): a conflict; img/7.png again under its class: a copy
+    test = images[6:] + [("img/6.png", 3), ("img/7.png", 2)]
+    with pytest.raises(UserError) as error:
+        select_lists(tmp_path, images[:6], test, duplicates="fail")
+    assert "2 duplicate image(s) (2 in test; " in str(error.value)
+    assert ", 1 of them a conflict, the same image under two classes (first: test " in str(error.value)
+    assert "img/6.png (" in str(error.value) and "line 7) is listed again from test line 1 under class 3, not 2)" \
+        in str(error.value) and "give each image one class" in str(error.value)
+    warned = select_lists(tmp_path, images[:6], test, duplicates="warn")
+    assert len(warned["test"]) == 8 and len(warned["test"].conflicts) == 1
+    assert duplicates.summary(warned, "warn") == {"policy": "warn", "copies": 2, "conflicts": 1}
+    assert "; 1 of them a conflict, the same image under two classes (first: test " in duplicates.note(warned, "warn")
+    # drop: the copies, and the conflict's first listing too: neither of its classes can be trusted
+    dropped = select_lists(tmp_path, images[:6], test, duplicates="drop")
+    assert sorted(path.split("/")[-1] for path in dropped["test"].paths) == ["10.png", "11.png", "7.png", "8.png",
+                                                                              "9.png"]
+    assert duplicates.summary(dropped, "drop") == {"policy": "drop", "copies": 2, "conflicts": 1}
+    assert duplicates.summary(select_lists(tmp_path, images[:6], test, duplicates="keep"), "keep") == \
+        {"policy": "keep", "copies": None, "conflicts": None}
+
+
+def test_a_test_image_that_is_a_training_image_of_another_class_is_a_conflict(tmp_path, images):
+    """Across splits by class name: the training images stay whole, the test copy is left out."""
+    test = images[6:] + [("img/0.png", 2)]  # a training image of class 0
+    splits = select_lists(tmp_path, images[:6], test, duplicates="warn")
+    (conflict,) = splits["test"].conflicts
+    assert conflict.endswith("is listed again from train " + f"{tmp_path / 'img/0.png'} ({tmp_path / 'train.txt'} "
+                             "line 1) under class 2, not 0")
+    dropped = select_lists(tmp_path, images[:6], test, duplicates="drop")
+    assert (len(dropped["train"]), len(dropped["test"])) == (6, 6)
+    same_class = select_lists(tmp_path, images[:6], images[6:] + [("img/0.png", 0)], duplicates="warn")
+    assert same_class["test"].duplicates and not same_class["test"].conflicts
+
+
+def test_verify_counts_the_conflicts(tmp_path, images):
+    rows, holds = verify.verify("list", None, lists={"train_list": write_list(tmp_path / "train.txt", images[:6]),
+                                                     "test_list": write_list(tmp_path / "test.txt",
+                                                                             images[6:] + [("img/6.png", 3)])})
+    (test,) = [row for row in rows if row["split"] == "test"]
+    assert not holds and test["images"] == 7
+    assert "1 duplicates (first: test " in test["check"]
+    assert "; 1 of them under another class than their original (first: test " in test["check"]
+
+
+@pytest.mark.slow
+def test_a_run_writes_its_duplicates_to_its_summary(tmp_path, images):
+    from tests.program import run_main
+
+    runs = tmp_path / "runs"
+    assert run_main(["--dataset", "list", "--train_list", write_list(tmp_path / "train.txt", images[:6]),
+                     "--test_list", write_list(tmp_path / "test.txt", images[6:] + [("img/6.png", 3)]),
+                     "--arch", "resnet18_frozen_normalize", "--not_pretrained", "--embed_dim", "8", "--image_size",
+                     "32", "--bs", "4", "--samples_per_class", "2", "--kernels", "0", "--n_epochs", "1",
+                     "--no_reports", "--save_checkpoints", "none", "--save_path", runs, "--savename", "run",
+                     "--duplicates", "warn"]) == 0
+    summary = json.loads((runs / "run" / "summary.json").read_text())
+    assert summary["duplicates"] == {"policy": "warn", "copies": 1, "conflicts": 1}

@@ -192,16 +192,22 @@ def test_duplicates_in_the_test_split_are_warned_of_dropped_or_stop(tmp_path, ca
         write_image(tmp_path / "img" / f"{number}.png", seed=number)
         rows.append(f"img/{number}.png {number // 2}\n")
     (tmp_path / "train.txt").write_text("".join(rows[:4]))
-    (tmp_path / "test.txt").write_text("".join(rows[4:] + rows[4:6]))  # two test images listed twice
+    # two test images listed twice, the second under another class: a conflict
+    (tmp_path / "test.txt").write_text("".join(rows[4:] + [rows[4], "img/5.png 3\n"]))
     _, path = digits_checkpoint(tmp_path)
     argv = ["--dataset", "list", "--train_list", str(tmp_path / "train.txt"), "--test_list",
             str(tmp_path / "test.txt"), "--checkpoint", str(path), "--kernels", "0",
             *(["--duplicates", policy] if policy else [])]
     code, _, err = run_in_process(argv, capsys)
     if policy == "fail":
-        program.assert_one_line_error(code, err, "2 duplicate image(s) (2 in test", "--duplicates drop")
+        program.assert_one_line_error(code, err, "2 duplicate image(s) (2 in test", "1 of them a conflict, the same "
+                                      "image under two classes (first: test ", "img/5.png", "under class 3, not 2)",
+                                      "give each image one class", "--duplicates drop")
         return
     assert code == 0, err
     report = json.loads((tmp_path / "checkpoint_last_test.json").read_text())
-    assert report["images"] == (4 if policy == "drop" else 6)
+    # drop: the copies, and the conflict's original, whose class is as doubtful as its copy's
+    assert report["images"] == (3 if policy == "drop" else 6)
+    assert report["duplicates"] == {"policy": policy or "warn", "copies": 2, "conflicts": 1}
     assert ("warning: kept 2 duplicate image(s)" in err) == (policy is None)
+    assert "1 of them a conflict, the same image under two classes" in err
