@@ -36,18 +36,27 @@ class Metric:
     value: Callable  # value(evaluation, **params) -> float
     needs: Callable  # needs(evaluation, **params) -> {ingredient: depth}
     ranking: bool  # computed from kNN lists, so a re-ranking (--evaluation_diffusion) changes it
+    bounds: Callable  # bounds(**params) -> (lowest, highest) value the metric can take
 
 
 # By usage (the names --help shows), in the order of definition; a name is looked up by pattern.
 METRICS = Registry("metric", order=None)
 
 
-def register(pattern: str, usage: str, needs: Callable = lambda evaluation, **params: {}, ranking=False):
+def register(pattern: str, usage: str, needs: Callable = lambda evaluation, **params: {}, ranking=False,
+             bounds: Callable = lambda **params: (0.0, 1.0)):
     def add(value):
-        METRICS.register(usage, Metric(usage, re.compile(f"^(?:{pattern})$"), value, needs, ranking))
+        METRICS.register(usage, Metric(usage, re.compile(f"^(?:{pattern})$"), value, needs, ranking, bounds))
         return value
 
     return add
+
+
+def bounds(name):
+    """(lowest, highest) value the metric `name` can take: a share or a score in [0, 1] unless it says
+    otherwise."""
+    metric, params = _parse(name)
+    return metric.bounds(**params)
 
 
 def ranking_metrics(names):
@@ -345,7 +354,8 @@ def _pairs(counts):
     return float(np.sum(counts * (counts - 1) / 2))
 
 
-@register(r"dists@(?P<mode>intra|inter|intra_over_inter)", "dists@intra, dists@inter, dists@intra_over_inter")
+@register(r"dists@(?P<mode>intra|inter|intra_over_inter)", "dists@intra, dists@inter, dists@intra_over_inter",
+          bounds=lambda mode: (0.0, math.inf if mode == "intra_over_inter" else 2.0))  # a cosine distance: 0 to 2
 def distances(evaluation, mode):
     """Revisiting-DML's dists: intra = mean over classes of the mean cosine distance between two
     different members (a class of one takes the largest value of the others); inter = mean cosine
@@ -376,7 +386,7 @@ def distances(evaluation, mode):
     return 1 - (np.square(centres.sum(0)).sum() - np.square(centres).sum()) / (n * (n - 1))
 
 
-@register(r"rho_spectrum@(?P<k>-?[1-9]\d*)", "rho_spectrum@K (K != 0)")
+@register(r"rho_spectrum@(?P<k>-?[1-9]\d*)", "rho_spectrum@K (K != 0)", bounds=lambda k: (0.0, math.inf))
 def rho_spectrum(evaluation, k):
     """Revisiting-DML's spectral decay: singular values s of the (uncentred) embeddings, the first
     |K| - 1 dropped, normalised to sum 1; KL(uniform || s) for K > 0, KL(s || uniform) for K < 0.

@@ -51,6 +51,7 @@ import parameters
 import training
 from errors import CommandParser, SettingError, UserError, run_command
 from evaluation import evaluator, networks
+from studies import intervals
 from training.run import TrainingFailed, run
 
 PRUNERS = ("median", "hyperband", "none")
@@ -521,10 +522,12 @@ def normalised(features):
 
 
 def interval_cells(rows, metrics):
-    """{metric: mean, metric_low, metric_high}: the mean and its 95% t-interval over the rows."""
+    """{metric: mean, metric_low, metric_high, "note"}: the mean and its 95% t-interval over the rows,
+    scipy's bounds (which, over few rows, can lie beyond what the metric can take), and the words they
+    need beside them (studies.intervals), or ""."""
     from scipy import stats
 
-    cells = {}
+    cells, bounds = {}, {}
     for name in metrics:
         values = np.array([float(row[name]) for row in rows])
         mean = float(values.mean())
@@ -533,7 +536,22 @@ def interval_cells(rows, metrics):
         else:
             low = high = mean
         cells |= {name: mean, f"{name}_low": float(low), f"{name}_high": float(high)}
-    return cells
+        bounds[name] = (float(low), float(high))
+    notes = [intervals.too_few(len(rows), "t", f"{len(rows)} model" + "s" * (len(rows) != 1)),
+             intervals.beyond_range(bounds)]
+    return cells | {"note": "; ".join(note for note in notes if note)}
+
+
+def interval_lines(summary, metrics):
+    """The console's final table: a line an evaluation, its n and each metric's mean [interval], and
+    the words its interval needs on the line below."""
+    lines = []
+    for row in summary:
+        lines.append(f"  {row['evaluation']:<24} n = {row['models']:<3} " + "  ".join(
+            f"{name} {row[name]:.4f} [{row[f'{name}_low']:.4f}, {row[f'{name}_high']:.4f}]" for name in metrics))
+        if row["note"]:
+            lines.append(f"    note: {row['note']}")
+    return lines
 
 
 def write_csv(path, rows):
@@ -592,10 +610,8 @@ def finish(plan, study):
                                                              for row in concatenated_rows])
     write_csv(os.path.join(plan.folder, "summary.csv"), summary)
     print(f"test split, best settings trained on each of {max(plan.folds, 1)} fold(s) x seeds "
-          f"{' '.join(map(str, plan.options['final_seeds']))}; mean [95% confidence interval]:")
-    for row in summary:
-        print(f"  {row['evaluation']:<24} " + "  ".join(
-            f"{name} {row[name]:.4f} [{row[f'{name}_low']:.4f}, {row[f'{name}_high']:.4f}]" for name in metrics))
+          f"{' '.join(map(str, plan.options['final_seeds']))}; mean [95% t-interval] over the n models of a line:")
+    print("\n".join(interval_lines(summary, metrics)))
     print(f"tables: {os.path.join(plan.folder, 'final.csv')}, {os.path.join(plan.folder, 'summary.csv')}")
 
 
