@@ -124,12 +124,18 @@ def distinct(runs):
     one computation (a run folder copied, and the copy resumed), counted once: the first folder."""
     kept, copies = {}, {}
     for run in runs:
-        key = _hashable({key: value for key, value in run["config"].items() if key not in training.OPERATIONAL})
+        key = identity(run)
         if key in kept:
             copies.setdefault(kept[key]["folder"], []).append(run["folder"])
         else:
             kept[key] = run
     return list(kept.values()), copies
+
+
+def identity(run):
+    """What makes a run one computation: its settings and seed, all but the operational ones. A run
+    folder copied, and the copy resumed, has the identity of the run it copies."""
+    return _hashable({key: value for key, value in run["config"].items() if key not in training.OPERATIONAL})
 
 
 def usable(runs, select=None, final=False):
