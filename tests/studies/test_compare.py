@@ -113,9 +113,11 @@ def test_groups_that_share_a_run_are_refused_in_one_line(tmp_path, capsys):
     write_group(tmp_path / "all" / "B", rng.uniform(0.3, 0.4, size=(4, 2)), range(4), flags=["--lr", "1e-4"])
     shutil.copytree(tmp_path / "all" / "A" / "s0_f0", tmp_path / "C" / "copy_of_s0")  # a copied run, renamed
     write_group(tmp_path / "C", rng.uniform(0.3, 0.4, size=(3, 2)), range(1, 4), flags=["--lr", "1e-3"])
+    (tmp_path / "alias").symlink_to(tmp_path / "all" / "A")
     copy = tmp_path / "C" / "copy_of_s0"
-    for a, b, fragment in (("all", "all/B", "all/B/s0_f0 is in both"),
-                           ("all/A", "C", f"all/A/s0_f0 (A) and {copy} (B) are copies of one run")):
+    for a, b, fragment in (("all/A", "C", f"all/A/s0_f0 (A) and {copy} (B) are copies of one run"),
+                           ("all/A", "alias", "all/A/s0_f0 is in both"),
+                           ("all", "all/B", "all/B/s0_f0 is in both")):
         status, out, err = program.run_command(compare.main, [tmp_path / a, tmp_path / b, "--out", tmp_path / "out"],
                                                capsys)
         program.assert_one_line_error(status, err, "A and B share a run", fragment)
