@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from errors import CommandParser, UserError, run_command
+from errors import CommandParser, UserError, counted, run_command
 from evaluation.selection import is_candidate
 from studies import intervals, summarize
 
@@ -190,7 +190,7 @@ def write(rows, folder, names, confidence):
     axes.axvline(0, color="black", linewidth=0.8)
     axes.set_yticks(positions, [f"{row['metric']}  (p {format_p(row['p'])})" for row in rows])
     axes.set_xlabel(f"{names[1]} - {names[0]}: difference with its {confidence:.0%} confidence interval")
-    axes.set_title(f"{names[1]} against {names[0]} ({rows[0]['test']}, n = {counted(rows[0])})")
+    axes.set_title(f"{names[1]} against {names[0]} ({rows[0]['test']}, n = {sample_size(rows[0])})")
     figure.tight_layout()
     figure.savefig(os.path.join(folder, "comparison.png"), dpi=110)
     plt.close(figure)
@@ -235,17 +235,17 @@ def run(opt):
                         "groups as independent samples)")
     a, b = (group(runs, path, opt.split, opt.select, opt.final) for runs, path in ((runs_a, opt.a), (runs_b, opt.b)))
     rows = compare(a, b, opt.metrics, opt.confidence, opt.resamples, opt.seed)
-    print(f"B = {opt.b} against A = {opt.a}, {opt.split} split, {rows[0]['test']} over n = {counted(rows[0])}; "
+    print(f"B = {opt.b} against A = {opt.a}, {opt.split} split, {rows[0]['test']} over n = {sample_size(rows[0])}; "
           f"B - A with its {opt.confidence:.0%} bootstrap confidence interval")
     for name, runs in (("A", runs_a), ("B", runs_b)):
         print(f"{name}: each run at {selection(runs, opt.split, opt.select, opt.final)}")
     settings = "; ".join(f"{key} {first} | {second}" for key, (first, second) in differing_settings(runs_a,
                                                                                                      runs_b).items())
     print(f"settings that differ (A | B): {settings or 'none, seeds aside'}")
-    few = intervals.too_few(min(rows[0]["runs_a"], rows[0]["runs_b"]), "bootstrap", counted(rows[0]))
+    few = intervals.too_few(min(rows[0]["runs_a"], rows[0]["runs_b"]), "bootstrap", sample_size(rows[0]))
     if few:
         print(f"note: {few}")
-    print(f"| metric | A | B | B - A | {opt.confidence:.0%} CI, n = {counted(rows[0])} | p |")
+    print(f"| metric | A | B | B - A | {opt.confidence:.0%} CI, n = {sample_size(rows[0])} | p |")
     print("|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['metric']} | {row['mean_a']:.4f} | {row['mean_b']:.4f} | {row['difference']:+.4f} | "
@@ -269,9 +269,11 @@ def group_names(*paths):
     return ["-".join(folders[-depth:]) for folders in parts]
 
 
-def counted(row):
+def sample_size(row):
     """The runs a comparison's interval rests on, in words."""
-    return f"{row['runs_a']} pairs" if row["test"] == "paired t" else f"{row['runs_a']} and {row['runs_b']} runs"
+    if row["test"] == "paired t":
+        return counted(row["runs_a"], "pair", "pairs")
+    return f"{row['runs_a']} and {counted(row['runs_b'], 'run', 'runs')}"
 
 
 def format_p(p):

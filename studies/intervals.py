@@ -1,6 +1,7 @@
 """The words an interval needs beside it: that it rests on too few values to mean much, and that a
 bound lies where its metric cannot (docs/tuning.md, "Intervals over few runs"). studies.tune writes
 t-intervals of means, studies.compare bootstrap intervals of differences."""
+from errors import counted
 
 # The fewest values an interval of each kind needs to mean much, from what it does below them (95%):
 # a t-interval's half-width is t(0.975, n - 1) standard errors, 12.71, 4.30 and 3.18 at n = 2, 3 and 4
@@ -10,21 +11,21 @@ t-intervals of means, studies.compare bootstrap intervals of differences."""
 FEWEST = {"t": 5, "bootstrap": 10}
 
 
-def too_few(n, kind, counted, confidence=0.95):
-    """The words for an interval of `kind` ("t" or "bootstrap") over `n` values, `counted` saying what
-    they are (e.g. "2 models"); None when they are enough."""
+def too_few(n, kind, described, confidence=0.95):
+    """The words for an interval of `kind` ("t" or "bootstrap") over `n` values, `described` saying
+    what they are (e.g. "2 models"); None when they are enough."""
     if n >= FEWEST[kind]:
         return None
     if n < 2:
-        return f"n = {counted}: no interval, the one value itself"
+        return f"n = {described}: no interval, the one value itself"
     if kind == "t":
         from scipy import stats
 
         why = (f"its half-width is {stats.t.ppf((1 + confidence) / 2, n - 1):.2f} standard errors, of a spread "
-               f"estimated on {n - 1} degree{'s' * (n != 2)} of freedom")
+               f"estimated on {counted(n - 1, 'degree', 'degrees')} of freedom")
     else:
         why = "below that it holds the true value less often than its level says"
-    return f"n = {counted}: too few for a {kind} interval to mean much ({why}; {FEWEST[kind]} or more)"
+    return f"n = {described}: too few for a {kind} interval to mean much ({why}; {FEWEST[kind]} or more)"
 
 
 def beyond_range(intervals):

@@ -49,7 +49,7 @@ import datasets
 import distributed
 import parameters
 import training
-from errors import CommandParser, SettingError, UserError, run_command
+from errors import CommandParser, SettingError, UserError, counted, run_command
 from evaluation import evaluator, networks
 from studies import intervals
 from training.run import TrainingFailed, run
@@ -537,7 +537,7 @@ def interval_cells(rows, metrics):
             low = high = mean
         cells |= {name: mean, f"{name}_low": float(low), f"{name}_high": float(high)}
         bounds[name] = (float(low), float(high))
-    notes = [intervals.too_few(len(rows), "t", f"{len(rows)} model" + "s" * (len(rows) != 1)),
+    notes = [intervals.too_few(len(rows), "t", counted(len(rows), "model", "models")),
              intervals.beyond_range(bounds)]
     return cells | {"note": "; ".join(note for note in notes if note)}
 
