@@ -18,7 +18,6 @@ import sys
 import numpy as np
 import torch
 
-import architectures
 import datasets
 import distributed
 import parameters
@@ -116,11 +115,8 @@ def run(opt):
     checkpoint = networks.load(path, arch, opt.embed_dim)
     device = torch.device(f"cuda:{opt.gpu}" if torch.cuda.is_available() else "cpu")
     distributed.use_cpu_threads()
-    # the input the network was trained on: BN-Inception's BGR 0-255, a timm model's size and interpolation,
-    # the --image_size it was trained at, also where the dataset fixes its own crop (digits)
-    image_size = checkpoint.config.get("image_size")
-    splits = datasets.load(data, workers=opt.kernels, image_size=image_size,
-                           **architectures.preprocessing(checkpoint.arch, image_size))
+    # the input the network was trained on, also where the dataset fixes its own crop (digits)
+    splits = datasets.load(data, workers=opt.kernels, **networks.input_preprocessing(checkpoint))
     duplicates = datasets.duplicates.note(splits, opt.duplicates)
     if duplicates:
         print(duplicates, file=sys.stderr)

@@ -114,15 +114,23 @@ def describe(state):
     return f"a network this codebase does not build (embed_dim {embed_dim}, first key {next(iter(state), None)})"
 
 
+def input_preprocessing(checkpoint) -> dict:
+    """The input the network was trained on, as keyword arguments of datasets.select and
+    datasets.load, which add what the dataset fixes (datasets.dataset_preprocessing): the backbone's
+    (BN-Inception's BGR 0-255, a timm model's mean, std, size and interpolation) at the image size
+    of its run."""
+    image_size = checkpoint.config.get("image_size")
+    return {**architectures.preprocessing(checkpoint.arch, image_size), "image_size": image_size}
+
+
 def evaluation_preprocessing(checkpoint):
     """The Preprocessing values of the network's evaluation input: its backbone's, with the
     overrides of the dataset it was trained on (e.g. digits' small crops)."""
-    image_size = checkpoint.config.get("image_size")
-    backbone = architectures.preprocessing(checkpoint.arch, image_size)
-    backbone = Preprocessing(**{key: value for key, value in backbone.items()
-                                if key in Preprocessing.__dataclass_fields__})
+    given = input_preprocessing(checkpoint)
+    backbone = Preprocessing(**{key: value for key, value in given.items() if key in Preprocessing.__dataclass_fields__})
     dataset = checkpoint.config.get("dataset")
-    return datasets.dataset_preprocessing(dataset, backbone, image_size) if dataset in datasets.LOADERS else backbone
+    return datasets.dataset_preprocessing(dataset, backbone, given["image_size"]) if dataset in datasets.LOADERS \
+        else backbone
 
 
 def evaluation_transform(checkpoint):

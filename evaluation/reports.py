@@ -495,7 +495,8 @@ def run(opt):
                              tv_split_perc=config.get("tv_split_perc", 0.8),
                              tv_split_by_samples=config.get("tv_split_by_samples", False),
                              duplicates=config.get("duplicates", "keep"),  # before the check: kept
-                             lists={key: config.get(key) for key in ("train_list", "test_list", "val_list")})
+                             lists={key: config.get(key) for key in ("train_list", "test_list", "val_list")},
+                             **networks.input_preprocessing(checkpoint))
     if opt.split not in splits:
         raise UserError(f"the run of {opt.checkpoint} has no {opt.split} split; choose one of {', '.join(splits)}")
     device = device_of(opt.gpu)

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import architectures
+import datasets
 from datasets.image_dataset import ImageDataset
 from evaluation import classify, export, networks, reports
 from tests.images import write_class_tree
@@ -220,3 +221,35 @@ def test_report_command_follows_the_runs_duplicates_policy(tmp_path, monkeypatch
     figures = drawn_figures(monkeypatch)
     reports.main(["--checkpoint", str(path), "--kernels", "0", "--out", str(tmp_path / "reports")])
     assert "tsne_test.png" in figures and "similarity_test.png" in figures
+
+
+@pytest.mark.parametrize("arch, dataset, image_size", [
+    ("resnet18_normalize", "digits", 48),  # digits fixes its own crop; --image_size 48 replaces it
+    ("timm:vit_tiny_patch16_224_normalize", "folder", None),  # timm's mean and std 0.5, resize 248, bicubic
+    ("bninception_normalize", "folder", None),  # BGR, 0-255, the Caffe means
+], ids=["digits-at-48", "timm-vit", "bninception"])
+def test_report_command_shows_the_images_the_network_was_trained_on(arch, dataset, image_size, tmp_path,
+                                                                     monkeypatch):
+    """The reports' split goes through the preprocessing of training, Test_pretrained_models.py and the
+    export (datasets.dataset_preprocessing under the backbone's input at the run's image size)."""
+    source = str(write_class_tree(tmp_path / "data", [f"class_{c}" for c in range(2)])) if dataset == "folder" \
+        else None
+    network = architectures.select(arch, 16, pretrained=False, image_size=image_size)
+    path = tmp_path / "run" / "checkpoint_last.pth"
+    path.parent.mkdir()
+    torch.save({"network": network.state_dict(), "arch": arch, "embed_dim": 16, "epoch": 1,
+                "config": {"dataset": dataset, "source": source, "image_size": image_size}}, path)
+    shown = []
+    monkeypatch.setattr(reports, "embed", lambda network, loader, device, description: (
+        np.zeros((len(loader.dataset), 16), np.float32), loader.dataset.labels))
+    monkeypatch.setattr(reports, "write_reports", lambda out, features, labels, split, *args, **kwargs:
+                        shown.append(split) or {})
+    reports.main(["--checkpoint", str(path), "--kernels", "0", "--out", str(tmp_path / "reports")])
+    expected = datasets.select(dataset, source, image_size=image_size,
+                               **architectures.preprocessing(arch, image_size))["test"]
+    assert torch.equal(shown[0][0][0], expected[0][0])
+    if dataset == "digits":
+        assert shown[0][0][0].shape == (3, 48, 48)
+    else:  # what the export, explain and the index feed the network
+        image = Image.open(shown[0].paths[0]).convert("RGB")
+        assert torch.equal(shown[0][0][0], networks.evaluation_transform(networks.load(str(path)))(image))
