@@ -1,6 +1,7 @@
 """A training run as one library call, and its parts:
 
-    from training import RunSettings, run
+    from training import RunSettings
+    from training.run import run
     result = run(RunSettings(...), callbacks=[stop_when_poor])   # -> RunResult
 
 settings.py (RunSettings and the record of config.json), run.py (the Run: set up, resume, one
