@@ -372,6 +372,9 @@ def _no_effect(settings: RunSettings):
     if data.source is not None and unread:
         warnings.append(f"--source {data.source} with --dataset {data.dataset}, which reads no folder ({unread}): "
                         "it has no effect; drop --source")
+    if settings.loss.xbm_start and not settings.loss.xbm_size:
+        warnings.append(f"--xbm_start {settings.loss.xbm_start} without --xbm_size: there is no memory to warm up; "
+                        "add --xbm_size or drop --xbm_start")
     k, bs = distillation.diffusion.k, settings.batches.bs
     if distillation.OBDP and k is not None and k >= bs - 1:
         warnings.append(f"--diffusion_k {k} with --bs {bs}: every other sample of a batch is a "

@@ -365,10 +365,14 @@ def _memory(settings, embed_dim, distillation, n_images):
                            f"the memory would hold copies of one image; use at most {n_images}", ["xbm_size"])
     diffused = distillation is not None and distillation.PSD and distillation.OBDP
     graph = distillation.diffusion if diffused else None
-    if diffused and (graph.k is None or not diffusion.SOLVERS.get(graph.solver).iterative):
+    missing = []
+    if diffused and graph.k is None:
+        missing.append("diffusion_k 10")
+    if diffused and not diffusion.SOLVERS.get(graph.solver).iterative:
+        missing.append("diffusion_solver iterative")
+    if missing:
         raise SettingError("OBDP over a cross-batch memory needs a kNN graph and an iterative solver (a dense graph "
-                           "of M entries costs M^2): add diffusion_k 10 and diffusion_solver iterative",
-                           ["diffusion_k", "diffusion_solver"])
+                           f"of M entries costs M^2): add {' and '.join(missing)}", ["diffusion_k", "diffusion_solver"])
     return CrossBatchMemory(settings.xbm_size, embed_dim, settings.xbm_start, teacher=diffused,
                             k=distillation.diffusion.k if diffused else None)
 

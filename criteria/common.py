@@ -7,10 +7,11 @@ import torch
 
 class References(NamedTuple):
     """What the anchors of a batch (B rows) are compared with: R embeddings without gradient, their
-    labels, and which of them are an anchor's own image (B x R), never a pair."""
+    labels, and which of them is each anchor's own entry (B x R; a memory's copy of the anchor just
+    stored), never a pair."""
     embeddings: torch.Tensor
     labels: torch.Tensor
-    same_image: torch.Tensor
+    own: torch.Tensor
 
 
 def reference_embeddings(batch, references=None):
@@ -28,15 +29,16 @@ def triplet_distances(distance, batch, references, anchors, positives, negatives
 
 
 def pair_masks(labels, references=None):
-    """(positives, negatives), B x R: same label but not the anchor's own image, and different label.
-    Without references R = B and the own image is the diagonal (a batch that drew one image twice
-    keeps the two copies as a positive pair, as the released code does)."""
+    """(positives, negatives), B x R: same label but not the anchor's own entry, and different label.
+    Without references R = B and the own entry is the diagonal. A batch that drew one image twice
+    keeps the two copies as a positive pair, as the released code does, and so does a memory (the
+    copies are two entries, as in pytorch-metric-learning's CrossBatchMemory)."""
     if references is None:
         same_label = labels[:, None] == labels[None, :]
         positives = same_label & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
         return positives, ~same_label
     same_label = labels[:, None] == references.labels[None, :]
-    return same_label & ~references.same_image, ~same_label
+    return same_label & ~references.own, ~same_label
 
 
 def anchors_with_pairs(labels, references=None):

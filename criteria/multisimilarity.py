@@ -11,7 +11,9 @@ class MultiSimilarity(Criterion):
 
     Pairs are mined per anchor: a negative is kept if S_in + margin > its hardest positive,
     a positive if S_ip - margin < its hardest negative; anchors left without a kept positive
-    or negative are skipped and the loss is the mean over the rest.
+    or negative are skipped and the loss is the mean over the rest. Against a memory the anchor's
+    own entry is mined as a positive, then dropped (pytorch-metric-learning's rule, whose
+    AvgNonZeroReducer averages as this loss does).
     """
 
     takes_references = True
@@ -27,13 +29,18 @@ class MultiSimilarity(Criterion):
         batch = at_least_float32(batch)
         similarities = batch @ reference_embeddings(batch, references).to(batch.dtype).T
         positives, negatives = pair_masks(labels, references)
+        # pytorch-metric-learning's MultiSimilarityMiner mines a memory with the anchor's own entry among
+        # the positives, and its CrossBatchMemory drops that pair after mining: an anchor whose only
+        # positive is its own entry keeps the negatives within the margin of it, a term of negatives alone.
+        mined_positives = positives if references is None else positives | references.own
 
         mining = similarities.detach()
-        hardest_positive = mining.masked_fill(~positives, float("inf")).amin(dim=1, keepdim=True)
+        hardest_positive = mining.masked_fill(~mined_positives, float("inf")).amin(dim=1, keepdim=True)
         hardest_negative = mining.masked_fill(~negatives, float("-inf")).amax(dim=1, keepdim=True)
         kept_negatives = negatives & (mining + self.margin > hardest_positive)
-        kept_positives = positives & (mining - self.margin < hardest_negative)
-        kept_anchors = kept_positives.any(dim=1) & kept_negatives.any(dim=1)
+        kept_mined = mined_positives & (mining - self.margin < hardest_negative)
+        kept_anchors = kept_mined.any(dim=1) & kept_negatives.any(dim=1)
+        kept_positives = kept_mined & positives
 
         shifted = similarities - self.thresh
         pos_term = log1p_sum_exp(-self.pos_weight * shifted, kept_positives) / self.pos_weight

@@ -47,7 +47,7 @@ class SelfDistilledCriterion(nn.Module):
 
     With a cross-batch `memory` (criteria.CrossBatchMemory) L_dml compares the batch with the
     memory once it is in use, and with OBDP the target is diffused over the graph of the batch and
-    the memory's teacher part; the step passes each image's index (`images`) for it."""
+    the memory's teacher part."""
 
     def __init__(self, base, distillation=None, n_epochs=150, memory=None):
         super().__init__()
@@ -72,13 +72,11 @@ class SelfDistilledCriterion(nn.Module):
         if self.memory is not None:
             self.memory.refresh_teacher()
 
-    def forward(self, batch, labels, teacher_batch=None, epoch=0, images=None):
+    def forward(self, batch, labels, teacher_batch=None, epoch=0):
         slots = None
         if self.memory is not None and self.memory.begin_step():
-            if images is None:
-                raise ValueError("a cross-batch memory needs the images' indices")
-            slots = self.memory.push(batch, labels, images, teacher_batch)
-            loss = self.base(batch, labels, self.memory.references(images))
+            slots = self.memory.push(batch, labels, teacher_batch)
+            loss = self.base(batch, labels, self.memory.references(slots))
         else:
             loss = self.base(batch, labels)
         self.last_terms = {"dml": loss.detach()}

@@ -27,12 +27,10 @@ class SeededBatches:
 
 class SeededSamples(Dataset):
     """Wraps a dataset: item (index, seed) is dataset[index] with torch's RNG seeded by `seed`
-    for the transforms, the caller's RNG state left untouched; `with_index` appends the index (a
-    cross-batch memory tells an image's copies by it)."""
+    for the transforms, the caller's RNG state left untouched."""
 
-    def __init__(self, dataset, with_index=False):
+    def __init__(self, dataset):
         self.dataset = dataset
-        self.with_index = with_index
 
     def __len__(self):
         return len(self.dataset)
@@ -41,5 +39,4 @@ class SeededSamples(Dataset):
         index, seed = item
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            item = self.dataset[index]
-        return (*item, index) if self.with_index else item
+            return self.dataset[index]

@@ -42,7 +42,7 @@ MEMORY = {
 def one_step(flags, rank=0, world_size=1, steps=1):
     """Loss and gradients of the last of `steps` TrainingSteps on this rank's share of fixed global
     batches, and the criterion's buffers (a memory's entries) after it."""
-    opt = parameters.parse(["--n_epochs", "2", "--kd_lambda", "10", "--embed_dim", "8",
+    opt = parameters.parse(["--n_epochs", "2", "--bs", str(GLOBAL_BATCH), "--kd_lambda", "10", "--embed_dim", "8",
                             "--arch", "resnet18_frozen_normalize", *flags])
     torch.manual_seed(0)
     model = architectures.select(opt.model.arch, 8, pretrained=False, image_size=32)
@@ -59,8 +59,7 @@ def one_step(flags, rank=0, world_size=1, steps=1):
     model.train()
     for index in range(steps):
         images = torch.randn(GLOBAL_BATCH, 3, 32, 32, generator=generator)
-        indices = torch.arange(GLOBAL_BATCH) + index * GLOBAL_BATCH  # the images' indices in the split
-        loss = step(images[share], labels[share], epoch=1, indices=indices[share] if steps > 1 else None)
+        loss = step(images[share], labels[share], epoch=1)
     gradients = {name: p.grad.clone() for name, p in [*model.named_parameters(), *criterion.named_parameters()]
                  if p.grad is not None}
     return loss.item(), gradients, {name: buffer.clone() for name, buffer in criterion.named_buffers()}

@@ -15,6 +15,7 @@ Under torchrun every process runs it on its share of each global batch; rank 0 a
 import glob
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -154,10 +155,15 @@ class Run:
         if context.world_size > 1:
             sampler = distributed.RankShare(sampler, context.rank, context.world_size)
         self.sampler = sampler
+        steps, memory = len(sampler) * training.n_epochs, self.criterion.memory
+        if memory is not None and memory.start >= steps and context.is_main:
+            print(f"warning: --xbm_start {memory.start} is not below the run's {steps} steps ({training.n_epochs} "
+                  f"epochs of {len(sampler)}): the memory is never used and the run trains the batch-only loss; "
+                  f"lower --xbm_start", file=sys.stderr)
         self.schedule = optimisation.schedule(self.optimizer, settings.optimisation, len(sampler), training.n_epochs)
         # Loaders draw their worker seeds from their own generators, not from the training RNG.
         self.train_loader = torch.utils.data.DataLoader(
-            SeededSamples(splits["train"], with_index=self.criterion.memory is not None), batch_sampler=sampler,
+            SeededSamples(splits["train"]), batch_sampler=sampler,
             generator=torch.Generator(),
             num_workers=training.kernels, pin_memory=device.type == "cuda", persistent_workers=training.kernels > 0)
         self.teacher = criteria.Teacher(model) if self.criterion.distillation else None

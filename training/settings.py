@@ -104,6 +104,11 @@ class RunSettings:
                            {name: entry.splits for name, entry in LOADERS.items()})
         if problem:
             raise SettingError(problem, ["evaluation_protocol", "dataset"])
+        if self.loss.xbm_size and self.loss.xbm_size < self.batches.bs:
+            # pytorch-metric-learning's CrossBatchMemory refuses it too: the memory would keep a part of the batch
+            raise SettingError(f"xbm_size {self.loss.xbm_size} cannot hold one batch of bs {self.batches.bs}: the "
+                               f"memory holds the batch and the images before it; use at least {self.batches.bs}",
+                               ["xbm_size", "bs"])
         optimisation, n_epochs = self.optimisation, self.training.n_epochs
         if optimisation.scheduler == "cosine" and not optimisation.warmup_epochs < n_epochs:
             raise SettingError(f"warmup_epochs must lie in [0, n_epochs {n_epochs}), got {optimisation.warmup_epochs}",

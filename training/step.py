@@ -49,18 +49,16 @@ class TrainingStep:
                             enabled=self.amp_dtype is not None):
             return distributed.gather(forward(images).float())
 
-    def __call__(self, images, labels, epoch, indices=None):
-        """The loss of the step, or None when it was not finite and skip_nonfinite skipped the batch;
-        `indices`, the images' indices in the training split, serve a cross-batch memory."""
+    def __call__(self, images, labels, epoch):
+        """The loss of the step, or None when it was not finite and skip_nonfinite skipped the batch."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         teacher_batch = None
         if self.teacher is not None and self.criterion.needs_teacher(epoch):
             with torch.no_grad():
                 teacher_batch = self.embed(self.teacher_forward, images)
-        memory_images = None if indices is None else distributed.gather(indices)
         loss = self.criterion(batch=self.embed(self.student_forward, images), labels=distributed.gather(labels),
-                              teacher_batch=teacher_batch, epoch=epoch, images=memory_images)
+                              teacher_batch=teacher_batch, epoch=epoch)
         if not torch.isfinite(loss):
             if self.skip_nonfinite:
                 return None
@@ -127,12 +125,11 @@ def train_one_epoch(step, loader, device, epoch, n_epochs, show_progress=True, p
     progress = tqdm(loader, desc=f"epoch {epoch + 1}/{n_epochs}", leave=False, disable=None if show_progress else True)
     lines = ProgressLines(f"epoch {epoch + 1}/{n_epochs}", len(loader), progress_every) \
         if show_progress and progress.disable else None
-    for iteration, (images, labels, *indices) in enumerate(progress, start=1):
+    for iteration, (images, labels) in enumerate(progress, start=1):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        indices = indices[0].to(device, non_blocking=True) if indices else None
         try:
-            loss = step(images, labels, epoch, indices)
+            loss = step(images, labels, epoch)
         except NonFiniteLoss as error:
             error.where = f"epoch {epoch + 1}, iteration {iteration}"
             raise

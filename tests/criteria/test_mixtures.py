@@ -187,21 +187,21 @@ def test_a_mixture_with_memory_is_the_weighted_sum_of_its_criteria_with_memory()
     """Every criterion compares the batch with the one memory; MultipleLosses takes no references, so
     the reference is each criterion behind its own memory (tests/criteria/test_memory.py holds
     those to pytorch-metric-learning's CrossBatchMemory)."""
-    memory = ["--embed_dim", "6", "--xbm_size", "20"]
+    memory = ["--embed_dim", "6", "--xbm_size", "20", "--bs", "8"]
     mixture = criteria.select(settings_of(["--loss", "multisimilarity+contrastive", "--loss_weights", "1", "0.5",
                                            "--batch_mining", "random", *memory]).loss, embed_dim=6).double()
     alone = [criteria.select(settings_of(["--loss", *loss, *memory]).loss, embed_dim=6).double()
              for loss in (["multisimilarity"], ["contrastive", "--batch_mining", "random"])]
     assert mixture.base.takes_references
-    for step, (embeddings, labels, images) in enumerate(batches(normalise=True)):
+    for step, (embeddings, labels) in enumerate(batches(lone=False)):
         torch.manual_seed(step)
-        ours = mixture(embeddings, labels, images=images)
-        first = alone[0](embeddings, labels, images=images)
+        ours = mixture(embeddings, labels)
+        first = alone[0](embeddings, labels)
         torch.manual_seed(step)
-        expected = first + 0.5 * alone[1](embeddings, labels, images=images)
+        expected = first + 0.5 * alone[1](embeddings, labels)
         torch.testing.assert_close(ours, expected, **TIGHT)
         torch.testing.assert_close(mixture.memory.embeddings, alone[1].memory.embeddings)
-    assert int((mixture.memory.images >= 0).sum()) == 20
+    assert int(mixture.memory.stored) == 20
 
 
 @pytest.mark.parametrize("argv,message", [
