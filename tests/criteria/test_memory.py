@@ -4,6 +4,7 @@ is their own entry and batches that drew an image twice; and OBDP over the memor
 today's OBDP and a dense float64 re-computation from scratch at every step of a memory that wraps."""
 import itertools
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from torch.nn import functional as F
 import criteria
 import diffusion
 import parameters
+from benchmarks import memory_diffusion
 from criteria import CrossBatchMemory, Distillation, SelfDistilledCriterion
 from criteria.common import References
 from criteria.miners import DistanceWeighted
@@ -414,3 +416,20 @@ def test_the_memory_sections_commands_train_with_the_memory(command, two_steps, 
     state = torch.load(tmp_path / "run" / "checkpoint_last.pth", weights_only=True)["criterion"]
     assert int(state["memory.steps"]) == 2 and int(state["memory.stored"]) == 40
     assert ("memory.neighbour_bound" in state) == ("--OBDP" in command)  # the teacher part and its kNN lists
+
+
+def test_the_memory_benchmark_times_an_earlier_revision_beside_this_one(capsys):
+    """benchmarks/README.md's command on a small memory: a row with both times and the refills."""
+    revision = "ec1c0b4"  # the memory before its lists were kept exact, which benchmarks/README.md times
+    present = subprocess.run(["git", "cat-file", "-e", f"{revision}:criteria/memory.py"], cwd=METHOD.parent.parent,
+                             capture_output=True)
+    if present.returncode != 0:
+        pytest.skip(f"this checkout lacks revision {revision}")
+    memory_diffusion.main(["--sizes", "448", "--dims", "8", "--repeats", "1", "--turnover", "--against", revision])
+    header, row = capsys.readouterr().out.splitlines()[-2:]
+    assert f"{revision} ms" in header and row.split()[:2] == ["8", "448"] and row.split()[6].endswith("x")
+
+
+def test_the_memory_benchmark_names_a_revision_it_cannot_read(capsys):
+    status, _, err = program.run_command(memory_diffusion.main, ["--against", "no-such-revision"], capsys)
+    program.assert_one_line_error(status, err, "--against no-such-revision:")
