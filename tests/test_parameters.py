@@ -162,7 +162,7 @@ def test_storage_metric_is_always_evaluated():
 def commands():
     """The main() of every command the README documents."""
     import Test_pretrained_models
-    from benchmarks import criterion, diffusion, evaluation, gpu, train_step
+    from benchmarks import criterion, diffusion, evaluation, gpu, memory_diffusion, train_step
     from datasets import prepare, verify
     from evaluation import classify, explain, export, reports, screenshot
     from evaluation import index as image_index
@@ -171,7 +171,7 @@ def commands():
     return (Test_pretrained_models.main, reports.main, export.main, classify.main, criterion.main,
             diffusion.main, evaluation.main, train_step.main, summarize.main, verify.main, prepare.main,
             image_index.main, screenshot.main, explain.main, unseen_classes.main, tune.main, compare.main,
-            gpu.main)
+            gpu.main, memory_diffusion.main)
 
 
 def help_text(command, argv, capsys):
